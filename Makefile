@@ -1,0 +1,33 @@
+# The two set-up commands of the README. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+# One stamp per extra set, so `make run` never installs the test tools and `make test` re-installs
+# only when pyproject.toml changes.
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e '.[$*]'
+	touch $@
+
+## run: the whole pipeline on embedded defaults, under supervisord (Ctrl-C stops it)
+run: $(VENV)/.installed-embedded
+	mkdir -p var/log
+	$(BIN)/supervisord -c supervisord.conf
+
+## test: lint, types, then the test suite against a real broker and a real PostgreSQL
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+## bench: print the benchmark figures
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

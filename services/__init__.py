@@ -1,0 +1,1 @@
+"""CRYPTO VIZ services: the daemons (kraken, scraper, spark) and the operations CLI."""

@@ -1,0 +1,1 @@
+"""The operations CLI (``cryptoviz``) and the embedded infrastructure daemons it runs."""

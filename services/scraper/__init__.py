@@ -1,0 +1,1 @@
+"""cryptoviz-scraper: the crypto news scraper producing rawarticle."""

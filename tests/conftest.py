@@ -1,0 +1,99 @@
+"""Session fixtures: a real Kafka-protocol broker and a real PostgreSQL, both embedded.
+
+The broker is Tansu, not Apache Kafka: tests that touch one of its documented differences
+(README, "The embedded broker") say so where they do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.embedded.broker import EmbeddedBroker
+from shared.embedded.postgres import EmbeddedPostgres
+from shared.settings import Settings, load_settings
+
+# Tests never reach beyond loopback; model hubs must fail fast, not hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    # World-traversable, unlike pytest's tmp dirs: PostgreSQL runs as its own user under root.
+    path = Path(tempfile.mkdtemp(prefix="cryptoviz-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start_broker(workdir: Path) -> EmbeddedBroker:
+    port = free_port()
+    broker = EmbeddedBroker(port=port, log_path=workdir / f"broker-{port}.log")
+    broker.start()
+    return broker
+
+
+@pytest.fixture(scope="session")
+def broker(workdir: Path) -> Iterator[EmbeddedBroker]:
+    """One broker for the session. Tests that restart a broker take ``private_broker``."""
+    server = start_broker(workdir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_broker(workdir: Path) -> Iterator[EmbeddedBroker]:
+    server = start_broker(workdir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(workdir: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(workdir / "postgres", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def make_settings(monkeypatch: pytest.MonkeyPatch, workdir: Path) -> Callable[..., Settings]:
+    """Settings as a daemon would load them, from a clean CRYPTOVIZ_* environment plus ``env``."""
+
+    def make(broker: EmbeddedBroker | None = None, **env: str) -> Settings:
+        for name in list(os.environ):
+            if name.startswith("CRYPTOVIZ_"):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("CRYPTOVIZ_DATA_DIR", str(workdir / "data"))
+        if broker is not None:
+            monkeypatch.setenv("CRYPTOVIZ_KAFKA_BOOTSTRAP", broker.bootstrap)
+            # The embedded broker cannot initialise an idempotent producer (InitProducerId).
+            monkeypatch.setenv("CRYPTOVIZ_KAFKA_IDEMPOTENCE", "false")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return load_settings(Settings)
+
+    return make
+
+
+@pytest.fixture
+def kafka_settings(make_settings: Callable[..., Settings], broker: EmbeddedBroker) -> Settings:
+    return make_settings(broker)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -57,9 +58,19 @@ class DeliveryError(Exception):
         super().__init__(f"{topic}: {reason}")
 
 
-def _is_retriable(exc: BaseException) -> bool:
+# A broker that lost a topic answers produce requests with UNKNOWN_TOPIC_OR_PARTITION; the
+# embedded broker (Tansu) answers UNKNOWN_SERVER_ERROR instead, so both mean "re-ensure topics".
+_TOPIC_MISSING = (UnknownTopicOrPartitionError, UnknownError)
+# An unknown server error is not retriable in general: give it a few attempts, not forever.
+UNKNOWN_ERROR_ATTEMPTS: Final = 10
+TOPIC_REPAIR_INTERVAL_S: Final = 5.0
+
+
+def _is_retriable(exc: BaseException, attempt: int) -> bool:
     # aiokafka marks its delivery timeout as non-retriable; for us it means "broker away", and a
     # trade must wait for the broker rather than be dropped.
+    if isinstance(exc, UnknownError):
+        return attempt < UNKNOWN_ERROR_ATTEMPTS
     return isinstance(exc, KafkaTimeoutError | KafkaConnectionError) or bool(
         getattr(exc, "retriable", False)
     )
@@ -70,6 +81,18 @@ def _reason(exc: BaseException) -> str:
 
 
 class ProducerMetrics:
+    """One set per registry, shared by every producer of the daemon."""
+
+    _per_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, ProducerMetrics]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> ProducerMetrics:
+        if registry not in cls._per_registry:
+            cls._per_registry[registry] = cls(registry)
+        return cls._per_registry[registry]
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.produced = Counter(
             "cryptoviz_kafka_messages_produced",
@@ -118,10 +141,14 @@ class Producer:
         *,
         name: str,
         registry: CollectorRegistry,
+        on_topic_missing: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._settings = settings
         self._name = name
-        self._metrics = ProducerMetrics(registry)
+        self._on_topic_missing = on_topic_missing
+        self._repair: asyncio.Task[None] | None = None
+        self._repaired_at = 0.0
+        self._metrics = ProducerMetrics.of(registry)
         self._slots = asyncio.Semaphore(settings.kafka_max_pending)
         self._inflight: set[asyncio.Future[RecordMetadata]] = set()
         self._retry_tasks: set[asyncio.Task[None]] = set()
@@ -163,7 +190,9 @@ class Producer:
         self._producer = producer
         self._closing = False
 
-    async def publish(self, payload: Payload, *, event_id: str | None = None) -> Awaitable[Any]:
+    async def publish(
+        self, payload: Payload, *, event_id: str | None = None
+    ) -> asyncio.Future[RecordMetadata]:
         """Encode and send a payload; see :meth:`send`."""
         record = encode(
             payload,
@@ -186,11 +215,29 @@ class Producer:
         outer: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         self._inflight.add(outer)
         self._metrics.pending.inc()
-        outer.add_done_callback(self._release)
-        await self._attempt(record, outer, time.perf_counter(), 0)
+        try:
+            await self._attempt(record, outer, time.perf_counter(), 0)
+        except BaseException as exc:
+            # Cancelled (or worse) before aiokafka took the record: free the slot, or flush and
+            # stop would wait for a record that was never sent.
+            self._settle(outer, error=DeliveryError(record.topic, f"not sent: {_reason(exc)}"))
+            outer.exception()
+            raise
         return outer
 
-    def _release(self, outer: asyncio.Future[RecordMetadata]) -> None:
+    def _settle(
+        self,
+        outer: asyncio.Future[RecordMetadata],
+        result: RecordMetadata | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Resolve a send's future and free its slot at once (not on a later loop turn)."""
+        if outer.done():
+            return
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(result)
         self._inflight.discard(outer)
         self._metrics.pending.dec()
         self._slots.release()
@@ -232,8 +279,7 @@ class Producer:
         self._metrics.produced.labels(record.topic).inc()
         self._metrics.produced_bytes.labels(record.topic).inc(len(record.value))
         self._metrics.latency.labels(record.topic).observe(time.perf_counter() - started)
-        if not outer.done():
-            outer.set_result(done.result())
+        self._settle(outer, result=done.result())
 
     def _on_failure(
         self,
@@ -247,7 +293,9 @@ class Producer:
         self._metrics.errors.labels(record.topic, reason).inc()
         if outer.done():
             return
-        if _is_retriable(exc) and not self._closing:
+        if isinstance(exc, _TOPIC_MISSING):
+            self._repair_topics()
+        if _is_retriable(exc, attempt) and not self._closing:
             delay = full_jitter_backoff(attempt, cap_s=RETRY_BACKOFF_CAP_S)
             if attempt == 0 or attempt % 10 == 0:
                 log.warning(
@@ -267,7 +315,24 @@ class Producer:
         log.error(
             "kafka delivery failed for good", topic=record.topic, reason=reason, error=str(exc)
         )
-        outer.set_exception(DeliveryError(record.topic, f"{reason}: {exc}"))
+        self._settle(outer, error=DeliveryError(record.topic, f"{reason}: {exc}"))
+
+    def _repair_topics(self) -> None:
+        """Run ``on_topic_missing`` (ensure topics) once at a time, at most every few seconds."""
+        if self._on_topic_missing is None or (self._repair and not self._repair.done()):
+            return
+        if time.monotonic() - self._repaired_at < TOPIC_REPAIR_INTERVAL_S:
+            return
+        self._repaired_at = time.monotonic()
+        self._repair = asyncio.get_running_loop().create_task(self._run_repair())
+
+    async def _run_repair(self) -> None:
+        assert self._on_topic_missing is not None
+        log.warning("broker lost a topic, ensuring topics again")
+        try:
+            await self._on_topic_missing()
+        except Exception as exc:  # noqa: BLE001 - logged; the next failure tries again
+            log.warning("ensuring topics failed", error=str(exc))
 
     async def _retry(
         self,
@@ -281,7 +346,9 @@ class Producer:
         if outer.done():
             return
         if self._closing or self._producer is None:
-            outer.set_exception(DeliveryError(record.topic, "producer stopped before delivery"))
+            self._settle(
+                outer, error=DeliveryError(record.topic, "producer stopped before delivery")
+            )
             return
         await self._attempt(record, outer, started, attempt)
 
@@ -301,12 +368,11 @@ class Producer:
             return 0
         unsent = await self.flush(timeout_s)
         self._closing = True
-        for task in list(self._retry_tasks):
+        for task in [*self._retry_tasks, *([self._repair] if self._repair else [])]:
             task.cancel()
         for outer in list(self._inflight):
-            if not outer.done():
-                outer.set_exception(DeliveryError("", "producer stopped before delivery"))
-                outer.exception()  # retrieved: the caller may be gone
+            self._settle(outer, error=DeliveryError("", "producer stopped before delivery"))
+            outer.exception()  # retrieved: the caller may be gone
         if unsent:
             self._metrics.errors.labels("", "unsent_at_stop").inc(unsent)
             log.error("records not delivered at stop", count=unsent)
@@ -316,6 +382,18 @@ class Producer:
 
 
 class ConsumerMetrics:
+    """One set per registry, shared by every consumer of the daemon."""
+
+    _per_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, ConsumerMetrics]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> ConsumerMetrics:
+        if registry not in cls._per_registry:
+            cls._per_registry[registry] = cls(registry)
+        return cls._per_registry[registry]
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.consumed = Counter(
             "cryptoviz_kafka_messages_consumed",
@@ -395,7 +473,7 @@ class Consumer:
         self._auto_offset_reset = auto_offset_reset
         self._on_rebuild = on_rebuild
         self._max_poll_records = max_poll_records
-        self._metrics = ConsumerMetrics(registry)
+        self._metrics = ConsumerMetrics.of(registry)
         self._consumer: AIOKafkaConsumer | None = None
         self._commit_failures = 0
         self._positions: dict[TopicPartition, int] = {}

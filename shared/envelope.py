@@ -6,9 +6,10 @@ the payload's key field (``website`` for articles, ``pair`` for market data) and
 timestamp is the event time.
 
 Why msgspec: this is the hot path of every producer and consumer. msgspec decodes JSON straight
-into typed structs and validates types and constraints in the same single pass, in C; it is several
-times faster than pydantic or jsonschema on top of a JSON parser (``bench/envelope.py`` prints the
-figures) and its errors carry a JSON path (``$.sentiment.score``) we turn into a field name.
+into typed structs and validates types and constraints in the same single pass, in C: about 2.4x
+json.loads + pydantic v2 and on a par with pydantic's own JSON validation on these small payloads
+(``make bench`` prints the figures), with structs that are cheaper to build and encode, and errors
+that carry a JSON path (``$.sentiment.score``) we turn into a field name.
 """
 
 from __future__ import annotations

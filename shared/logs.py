@@ -8,16 +8,18 @@ secret-looking keys are masked: logs must never carry a password or a DSN.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, Final
 
 import structlog
 from structlog.typing import EventDict, Processor
 
-from shared.settings import redact_dsn
-
 _SECRET_KEYS: Final = ("password", "passwd", "secret", "token", "api_key", "apikey")
 MASK: Final = "***"
+# The password of a user:password@ URL anywhere in a value (a library's message quoting a DSN too).
+# Greedy up to the authority's last "@": a password may hold an unescaped "@".
+_URL_PASSWORD: Final = re.compile(r"(://[^\s/@:]*:)[^\s/]*@")
 
 
 def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
@@ -27,7 +29,7 @@ def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
         if any(word in lowered for word in _SECRET_KEYS):
             event_dict[key] = MASK
         elif isinstance(value, str) and "://" in value and "@" in value:
-            event_dict[key] = redact_dsn(value)
+            event_dict[key] = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value)
     return event_dict
 
 

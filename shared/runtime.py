@@ -50,7 +50,7 @@ from shared.settings import ConfigError, Settings, load_settings
 log = structlog.get_logger(__name__)
 
 # `_created` series double every counter's output and no dashboard of ours reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 EXIT_OK: Final = 0
 EXIT_CRASH: Final = 1
@@ -138,6 +138,7 @@ class Daemon(Generic[S]):
         self._force = asyncio.Event()
         self._started = False
         self._run_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
         self._last_checks: dict[str, bool] = {}
         self.http_port: int | None = None
 
@@ -221,7 +222,6 @@ class Daemon(Generic[S]):
             version=__version__,
             http=f"{self.settings.http_host}:{self.http_port}",
         )
-        watchdog: asyncio.Task[None] | None = None
         try:
             code = await self._start_with_retries()
             if code is not None:
@@ -231,11 +231,13 @@ class Daemon(Generic[S]):
             self.notifier.notify("READY=1", f"STATUS=running, http port {self.http_port}")
             log.info("daemon ready")
             if self.notifier.watchdog_interval_s:
-                watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval_s))
+                self._watchdog_task = asyncio.create_task(
+                    self._watchdog(self.notifier.watchdog_interval_s)
+                )
             return await self._run_until_stopped()
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            if self._watchdog_task is not None:
+                self._watchdog_task.cancel()
             await runner.cleanup()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
@@ -288,7 +290,7 @@ class Daemon(Generic[S]):
             if exc is not None:
                 log.error("service failed", exc_info=exc)
                 code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_CRASH
-            else:
+            elif not self.stopping.is_set():  # else run returned because it was told to
                 log.info("service finished its work")
         return await self._shutdown(code)
 
@@ -312,7 +314,8 @@ class Daemon(Generic[S]):
         leftovers = [
             task
             for task in asyncio.all_tasks()
-            if task is not asyncio.current_task() and not task.done()
+            # The watchdog is the runtime's own, not work the service left behind.
+            if task not in (asyncio.current_task(), self._watchdog_task) and not task.done()
         ]
         for task in leftovers:
             task.cancel()

@@ -1,0 +1,1 @@
+"""Small daemons the tests run as real processes."""

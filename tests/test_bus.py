@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from shared.bus import BusUnavailable, Consumer, DeliveryError, Producer, next_offsets
 from shared.embedded.broker import EmbeddedBroker
-from shared.envelope import Header, RawTrade, Record, header
+from shared.envelope import Header, RawTrade, Record, encode, header
 from shared.settings import ConfigError, Settings
 from shared.topics import ensure_topics
 from tests.conftest import free_port
@@ -53,6 +54,20 @@ async def consume(consumer: Consumer, count: int, timeout_s: float = 15.0) -> li
         decoded, _ = consumer.decode(await consumer.fetch(0.5))
         received += [d.payload for d in decoded if isinstance(d.payload, RawTrade)]
     return received
+
+
+async def consume_records(
+    consumer: Consumer, count: int, timeout_s: float = 15.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < deadline:
+        records += await consumer.fetch(0.5)
+    return records
+
+
+def encode_trade(trade_id: int) -> bytes:
+    return encode(trade(trade_id), producer="t").value
 
 
 def unique_group(name: str) -> str:
@@ -231,10 +246,7 @@ async def test_records_sent_while_the_broker_is_down_arrive_once_it_is_back(
 ) -> None:
     settings = make_settings(private_broker, CRYPTOVIZ_KAFKA_REQUEST_TIMEOUT_MS="2000")
     await ensure_topics(settings)
-    # Memory-only broker: the topics are gone with it, and the producer must ensure them again.
-    producer = Producer(
-        settings, name="outage", registry=registry, on_topic_missing=lambda: ensure_topics(settings)
-    )
+    producer = Producer(settings, name="outage", registry=registry)
     await producer.start()
     await (await producer.publish(trade(0)))
 
@@ -242,7 +254,7 @@ async def test_records_sent_while_the_broker_is_down_arrive_once_it_is_back(
     futures = [await producer.publish(trade(i)) for i in range(1, 51)]
     await asyncio.sleep(3)  # long enough for deliveries to time out and be retried
     assert not any(f.done() for f in futures)
-    await asyncio.to_thread(private_broker.start)
+    restart_and_provision(private_broker, settings)
 
     await asyncio.wait_for(asyncio.gather(*futures), 60)
     await producer.stop()
@@ -263,48 +275,80 @@ async def test_records_sent_while_the_broker_is_down_arrive_once_it_is_back(
     assert sorted(t.trade_id or 0 for t in received) == list(range(1, 51))
 
 
+def restart_and_provision(broker: EmbeddedBroker, settings: Settings) -> None:
+    """Restart a memory-only broker and re-create the topics before the event loop runs again.
+
+    Tansu, unlike Apache Kafka, forgets topics on restart and then acknowledges records sent to a
+    forgotten topic into a log no consumer reads; provisioning first keeps the test about us.
+    """
+    broker.stop()
+    broker.start()
+    provision = threading.Thread(target=asyncio.run, args=(ensure_topics(settings),))
+    provision.start()
+    provision.join()
+
+
 @pytest.mark.slow
-async def test_a_consumer_rebuilds_itself_when_the_broker_forgot_its_group(
+async def test_a_consumer_keeps_working_after_the_broker_forgot_its_group(
     make_settings: MakeSettings, private_broker: EmbeddedBroker, registry: CollectorRegistry
 ) -> None:
-    settings = make_settings(private_broker, CRYPTOVIZ_KAFKA_REQUEST_TIMEOUT_MS="3000")
+    settings = make_settings(private_broker)
     await ensure_topics(settings)
-    rebuilt = asyncio.Event()
-
-    async def on_rebuild() -> None:
-        await ensure_topics(settings)
-        rebuilt.set()
-
     consumer = Consumer(
-        make_settings(private_broker),
+        settings,
         group_id="forgetful",
         topics=["rawtrade"],
         registry=registry,
         auto_offset_reset="earliest",
-        on_rebuild=on_rebuild,
+        on_rebuild=lambda: ensure_topics(settings),
     )
     producer = Producer(settings, name="p", registry=registry)
     await producer.start()
     await consumer.start()
     await (await producer.publish(trade(1)))
-    assert [t.trade_id for t in await consume(consumer, 1)] == [1]
-    assert await consumer.commit()
+    batch = await consume_records(consumer, 1)
+    assert await consumer.commit(next_offsets(batch))
 
-    # A memory-only broker restart: groups, offsets and topics are gone.
-    private_broker.stop()
-    private_broker.start()
-    deadline = time.monotonic() + 60
-    while not rebuilt.is_set() and time.monotonic() < deadline:
-        await consumer.fetch(0.2)
-        await consumer.commit()
-    assert rebuilt.is_set()
-    assert value(registry, "cryptoviz_kafka_consumer_rebuilds_total", group="forgetful") >= 1
-
+    restart_and_provision(private_broker, settings)
+    # The writer commits the batch it was storing when the broker went away: whether that
+    # commit fails (and the consumer rebuilds) or aiokafka rejoins on its own, new records flow.
+    await consumer.commit(next_offsets(batch))
     await (await producer.publish(trade(2)))
-    assert 2 in [t.trade_id for t in await consume(consumer, 1, timeout_s=30)]
-    assert await consumer.commit()
+    later = await consume_records(consumer, 1, timeout_s=45)
+    assert [r.value for r in later] == [encode_trade(2)]
+    assert await consumer.commit(next_offsets(later))
     await consumer.stop()
     await producer.stop()
+
+
+async def test_rebuild_reensures_topics_and_resumes_from_committed_offsets(
+    kafka_settings: Settings, producer: Producer, registry: CollectorRegistry
+) -> None:
+    ensured = 0
+
+    async def on_rebuild() -> None:
+        nonlocal ensured
+        ensured += 1
+        await ensure_topics(kafka_settings)
+
+    consumer = Consumer(
+        kafka_settings,
+        group_id=unique_group("rebuild"),
+        topics=["rawalert"],
+        registry=registry,
+        auto_offset_reset="latest",
+        on_rebuild=on_rebuild,
+    )
+    await consumer.start()
+    await consumer.fetch(0.5)
+    assert await consumer.commit()
+    await (await producer.send(Record("rawalert", b"ETH/USD", b"after", [], 1_000)))
+    await consumer.rebuild("test")
+    assert ensured == 1
+    records = await consume_records(consumer, 1)
+    assert [r.value for r in records] == [b"after"]
+    assert value(registry, "cryptoviz_kafka_consumer_rebuilds_total", group=consumer.group_id) == 1
+    await consumer.stop()
 
 
 async def test_stop_reports_records_it_could_not_deliver(

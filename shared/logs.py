@@ -22,6 +22,11 @@ MASK: Final = "***"
 _URL_PASSWORD: Final = re.compile(r"(://[^\s/@:]*:)[^\s/]*@")
 
 
+def redact_url_passwords(text: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``, anywhere in ``text``."""
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
+
+
 def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """Mask values whose key looks secret, and passwords inside any DSN-looking value."""
     for key, value in list(event_dict.items()):
@@ -29,7 +34,7 @@ def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
         if any(word in lowered for word in _SECRET_KEYS):
             event_dict[key] = MASK
         elif isinstance(value, str) and "://" in value and "@" in value:
-            event_dict[key] = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value)
+            event_dict[key] = redact_url_passwords(value)
     return event_dict
 
 
@@ -49,7 +54,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: Any = N
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Processor
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer()
+        # Plain tracebacks: rich's (used when installed) would print frame locals.
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     else:
         renderer = structlog.processors.JSONRenderer()
     exceptions: list[Processor] = (

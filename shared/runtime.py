@@ -275,6 +275,7 @@ class Daemon(Generic[S]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
         # Stopped before the service ever started: release what a half-done start took.
+        self.notifier.notify("STOPPING=1")
         await self._stop_service(self.settings.stop_timeout_s)
         log.info("daemon stopped before it was ready")
         return EXIT_OK

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.logs import redact_url_passwords
 
 ENV_PREFIX = "CRYPTOVIZ_"
 ENV_FILE_VARIABLE = "CRYPTOVIZ_ENV_FILE"
@@ -128,15 +130,7 @@ class Settings(BaseSettings):
     @property
     def db_dsn_redacted(self) -> str:
         """The DSN with any password replaced, for logs and error messages."""
-        return redact_dsn(self.db_dsn.get_secret_value())
-
-
-def redact_dsn(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        return redact_url_passwords(self.db_dsn.get_secret_value())
 
 
 S = TypeVar("S", bound=Settings)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from shared.kafka_config import aiokafka_common, librdkafka_config
-from shared.settings import EMBEDDED_DB_DSN, ConfigError, Settings, redact_dsn
+from shared.logs import redact_url_passwords
+from shared.settings import EMBEDDED_DB_DSN, ConfigError, Settings
 from shared.topics import DAY_MS, HOUR_MS, topic_specs
 
 MakeSettings = Callable[..., Settings]
@@ -85,9 +86,9 @@ def test_secrets_do_not_show_in_the_settings_repr(make_settings: MakeSettings) -
     assert settings.db_dsn_redacted == "postgresql://writer:***@db:5432/cryptoviz"
 
 
-def test_redact_dsn_leaves_password_free_dsns_alone() -> None:
-    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert redact_dsn("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+def test_redaction_leaves_password_free_dsns_alone() -> None:
+    assert redact_url_passwords("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_url_passwords("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
 
 
 def test_topic_registry_holds_the_seed_values(make_settings: MakeSettings) -> None:

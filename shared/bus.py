@@ -38,6 +38,7 @@ from shared.backoff import full_jitter_backoff
 from shared.envelope import EnvelopeError, Payload, Record, decode, encode
 from shared.kafka_config import aiokafka_common
 from shared.settings import ConfigError, Settings
+from shared.topics import TopicError, ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -141,10 +142,16 @@ class Producer:
         *,
         name: str,
         registry: CollectorRegistry,
+        topics: Sequence[str] = (),
         on_topic_missing: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """``topics``: the topics this producer writes; ensured at start and again whenever the
+        broker says one is missing (unless ``on_topic_missing`` says otherwise)."""
         self._settings = settings
         self._name = name
+        self._topics = tuple(topics)
+        if on_topic_missing is None and self._topics:
+            on_topic_missing = self._ensure_topics
         self._on_topic_missing = on_topic_missing
         self._repair: asyncio.Task[None] | None = None
         self._repaired_at = 0.0
@@ -159,9 +166,20 @@ class Producer:
     def pending(self) -> int:
         return len(self._inflight)
 
+    async def _ensure_topics(self) -> None:
+        try:
+            changes = await ensure_topics(self._settings, self._topics)
+        except TopicError as exc:
+            raise BusUnavailable(str(exc)) from None
+        for change in changes:
+            if change.action != "unchanged":
+                log.info("topic " + change.action, topic=change.topic, details=change.details)
+
     async def start(self) -> None:
         if self._producer is not None:
             return
+        if self._topics:
+            await self._ensure_topics()
         producer = AIOKafkaProducer(
             **aiokafka_common(self._settings),
             client_id=f"{self._settings.kafka_client_id}-{self._name}",

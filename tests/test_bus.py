@@ -15,7 +15,7 @@ from shared.bus import BusUnavailable, Consumer, DeliveryError, Producer, next_o
 from shared.embedded.broker import EmbeddedBroker
 from shared.envelope import Header, RawTrade, Record, encode, header
 from shared.settings import ConfigError, Settings
-from shared.topics import ensure_topics
+from shared.topics import TopicAdmin, ensure_topics
 from tests.conftest import free_port
 
 MakeSettings = Callable[..., Settings]
@@ -217,6 +217,18 @@ async def test_a_record_the_broker_can_never_take_fails_with_a_delivery_error(
     assert producer.pending == 0
     labels = {"topic": "rawticker", "reason": "MessageSizeTooLargeError"}
     assert value(registry, "cryptoviz_kafka_produce_errors_total", **labels) == 1
+
+
+async def test_a_producer_ensures_its_topics_at_start(
+    make_settings: MakeSettings, private_broker: EmbeddedBroker, registry: CollectorRegistry
+) -> None:
+    settings = make_settings(private_broker)
+    producer = Producer(settings, name="p", registry=registry, topics=["rawtrade", "rawalert"])
+    await producer.start()
+    await producer.stop()
+    existing = await TopicAdmin(settings).list_topics()
+    assert sorted(existing) == ["rawalert", "rawtrade"]
+    assert existing["rawtrade"].configs["segment.ms"] == "3600000"
 
 
 async def test_an_unreachable_broker_at_start_is_bus_unavailable(

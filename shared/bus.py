@@ -131,6 +131,20 @@ class ProducerMetrics:
             "Records sent but not yet acknowledged.",
             registry=registry,
         )
+        self._children: dict[str, tuple[Counter, Counter, Histogram]] = {}
+
+    def on_topic(self, topic: str) -> tuple[Counter, Counter, Histogram]:
+        """The per-topic children, looked up once: ``labels()`` takes a lock on every call, and
+        this runs for every acknowledged record."""
+        children = self._children.get(topic)
+        if children is None:
+            children = (
+                self.produced.labels(topic),
+                self.produced_bytes.labels(topic),
+                self.latency.labels(topic),
+            )
+            self._children[topic] = children
+        return children
 
 
 class Producer:
@@ -294,9 +308,10 @@ class Producer:
         if exc is not None:
             self._on_failure(record, outer, started, attempt, exc)
             return
-        self._metrics.produced.labels(record.topic).inc()
-        self._metrics.produced_bytes.labels(record.topic).inc(len(record.value))
-        self._metrics.latency.labels(record.topic).observe(time.perf_counter() - started)
+        produced, produced_bytes, latency = self._metrics.on_topic(record.topic)
+        produced.inc()
+        produced_bytes.inc(len(record.value))
+        latency.observe(time.perf_counter() - started)
         self._settle(outer, result=done.result())
 
     def _on_failure(

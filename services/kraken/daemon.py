@@ -2,10 +2,16 @@
 
 from typing import NoReturn
 
-from services.reserved import reserved_main
+from services.kraken.service import KrakenService
+from services.kraken.settings import KrakenSettings
+from shared.runtime import main as run_daemon
 
 
 def main() -> NoReturn:
-    reserved_main(
-        "cryptoviz-kraken", "Kraken WebSocket v2 producer for rawticker, rawtrade, rawalert"
+    run_daemon(
+        KrakenService,
+        KrakenSettings,
+        prog="cryptoviz-kraken",
+        description="Kraken WebSocket v2 producer: tickers to rawticker, trades to rawtrade, "
+        "sharp moves to rawalert.",
     )

@@ -116,6 +116,8 @@ class KrakenFeed:
         self._req_ids = itertools.count(1)
         self._last_frame_at = 0.0
         self._silenced = False
+        # Error acks may omit the channel; the request id says which subscription failed.
+        self._requests: dict[int, str] = {}
 
     # -- state for readiness --------------------------------------------------------------------
 
@@ -183,7 +185,9 @@ class KrakenFeed:
         was_subscribed = False
         try:
             for channel in CHANNELS:
-                await ws.send(subscribe(channel, list(self.pairs), next(self._req_ids)))
+                req_id = next(self._req_ids)
+                self._requests[req_id] = channel
+                await ws.send(subscribe(channel, list(self.pairs), req_id))
             async for raw in ws:
                 self._last_frame_at = time.monotonic()
                 await self._dispatch(raw)
@@ -260,7 +264,7 @@ class KrakenFeed:
         self.metrics.exchange_online.set(1 if status.online else 0)
 
     def _on_ack(self, ack: SubscriptionAck) -> None:
-        channel = ack.channel or "unknown"
+        channel = ack.channel or self._requests.get(ack.req_id or 0, "unknown")
         if ack.method != "subscribe":
             return
         if not ack.success:

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test bench clean
 
 # One stamp per extra set, so `make run` never installs the test tools and `make test` re-installs
 # only when pyproject.toml changes.
@@ -16,7 +16,14 @@ $(VENV)/.installed-%: pyproject.toml
 ## run: the whole pipeline on embedded defaults, under supervisord (Ctrl-C stops it)
 run: $(VENV)/.installed-embedded
 	mkdir -p var/log
-	$(BIN)/supervisord -c supervisord.conf
+	CRYPTOVIZ_KRAKEN_URL=wss://ws.kraken.com/v2 CRYPTOVIZ_FAKE_KRAKEN=false \
+		$(BIN)/supervisord -c supervisord.conf
+
+## demo: the same, offline: market data from a local fake Kraken with a spike every minute
+demo: $(VENV)/.installed-embedded
+	mkdir -p var/log
+	CRYPTOVIZ_KRAKEN_URL=ws://127.0.0.1:8765/v2 CRYPTOVIZ_FAKE_KRAKEN=true \
+		$(BIN)/supervisord -c supervisord.conf
 
 ## test: lint, types, then the test suite against a real broker and a real PostgreSQL
 test: $(VENV)/.installed-dev

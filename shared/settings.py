@@ -8,12 +8,13 @@ environment variable, never with a traceback (see :func:`load_settings`).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from shared.logs import redact_url_passwords
 
@@ -148,6 +149,11 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         return cls(_env_file=env_file or None, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, cls)) from None
+    except SettingsError as exc:
+        # A complex setting (a mapping or list) whose value is not JSON.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "a CRYPTOVIZ_* variable"
+        raise ConfigError(f"invalid setting {name}: not valid JSON") from None
 
 
 _SECRET_WORDS = ("password", "dsn", "secret", "token", "key")

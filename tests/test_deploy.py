@@ -37,7 +37,9 @@ DAEMON_PORTS = {
     "spark-ingestion": 9103,
     "spark-analytics": 9104,
 }
-SUPERVISOR_PROGRAMS = {"broker", "postgres", "provision", *DAEMON_PORTS}
+SUPERVISOR_PROGRAMS = {"broker", "postgres", "provision", "fake-kraken", *DAEMON_PORTS}
+# What `make demo` exports; supervisord refuses a config whose %(ENV_...)s it cannot expand.
+DEMO_ENV = {"CRYPTOVIZ_KRAKEN_URL": "ws://127.0.0.1:8765/v2", "CRYPTOVIZ_FAKE_KRAKEN": "true"}
 
 UnitFile = dict[str, list[tuple[str, str]]]
 
@@ -166,7 +168,9 @@ def test_target_wants_every_daemon() -> None:
 # --- supervisord -----------------------------------------------------------------------------
 
 
-def test_supervisord_conf_runs_the_pipeline(tmp_path: Path) -> None:
+def test_supervisord_conf_runs_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Imported here so that a missing supervisor fails these tests only, not the whole module.
     from supervisor.datatypes import RestartWhenExitUnexpected  # noqa: PLC0415 - see above
     from supervisor.options import ServerOptions  # noqa: PLC0415 - see above
@@ -175,6 +179,8 @@ def test_supervisord_conf_runs_the_pipeline(tmp_path: Path) -> None:
     conf = tmp_path / "supervisord.conf"
     shutil.copyfile(SUPERVISORD_CONF, conf)
     (tmp_path / "var" / "log").mkdir(parents=True)
+    for name, value in DEMO_ENV.items():
+        monkeypatch.setenv(name, value)
     options = ServerOptions()
     options.realize(args=["-c", str(conf)])
 
@@ -200,8 +206,12 @@ def test_supervisord_conf_runs_the_pipeline(tmp_path: Path) -> None:
         # The embedded broker cannot initialise an idempotent producer.
         assert program.environment["CRYPTOVIZ_KAFKA_IDEMPOTENCE"] == "false", name
 
-    for name in ("broker", "postgres", "provision"):
+    for name in ("broker", "postgres", "provision", "kraken", "fake-kraken"):
         assert programs[name].autostart, name
+    assert (
+        programs["kraken"].environment["CRYPTOVIZ_KRAKEN_URL"] == DEMO_ENV["CRYPTOVIZ_KRAKEN_URL"]
+    )
+    assert shlex.split(programs["fake-kraken"].command)[1:3] == ["fake-kraken", "--port"]
     provision = programs["provision"]
     assert shlex.split(provision.command)[1:] == ["topics", "ensure", "--wait", "60"]
     assert provision.autorestart is False
@@ -216,12 +226,14 @@ def test_supervisord_conf_runs_the_pipeline(tmp_path: Path) -> None:
     assert programs["spark-analytics"].command.endswith("/cryptoviz-spark analytics")
 
 
-def test_supervisorctl_reaches_supervisord(tmp_path: Path) -> None:
+def test_supervisorctl_reaches_supervisord(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from supervisor.options import ClientOptions, ServerOptions  # noqa: PLC0415 - as above
 
     conf = tmp_path / "supervisord.conf"
     shutil.copyfile(SUPERVISORD_CONF, conf)
     (tmp_path / "var" / "log").mkdir(parents=True)
+    for name, value in DEMO_ENV.items():
+        monkeypatch.setenv(name, value)
     server = ServerOptions()
     server.realize(args=["-c", str(conf)])
     client = ClientOptions()

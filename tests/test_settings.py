@@ -58,6 +58,7 @@ def test_a_missing_env_file_is_a_config_error(make_settings: MakeSettings) -> No
         ("CRYPTOVIZ_KAFKA_IDEMPOTENCE", "maybe", "invalid setting CRYPTOVIZ_KAFKA_IDEMPOTENCE"),
         ("CRYPTOVIZ_TOPICS__RAWQUOTE__RETENTION_MS", "1", "unknown topic(s) rawquote"),
         ("CRYPTOVIZ_TOPICS__RAWTICKER__PARTITIONS", "0", "CRYPTOVIZ_TOPICS__RAWTICKER__PARTITIONS"),
+        ("CRYPTOVIZ_TOPICS", "{not json", "invalid setting CRYPTOVIZ_TOPICS: not valid JSON"),
     ],
 )
 def test_a_bad_value_names_the_variable(

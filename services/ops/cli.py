@@ -167,6 +167,12 @@ def _run_postgres(args: argparse.Namespace) -> NoReturn:
     )
 
 
+def _run_fake_kraken(args: argparse.Namespace) -> NoReturn:
+    from services.kraken.fake_server import main as fake_kraken  # noqa: PLC0415
+
+    sys.exit(fake_kraken(args.passthrough, prog="cryptoviz fake-kraken"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptoviz",
@@ -219,11 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, help="PostgreSQL port (overrides CRYPTOVIZ_POSTGRES_PORT)"
     )
     postgres.set_defaults(daemon=_run_postgres)
+    fake = commands.add_parser(
+        "fake-kraken",
+        help="run a fake Kraken WebSocket v2 server for offline demos and tests",
+        add_help=False,  # its own parser answers --help
+    )
+    fake.set_defaults(daemon=_run_fake_kraken, passthrough=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # fake-kraken's options belong to its own parser; every other command takes no extras.
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.passthrough = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     daemon: Callable[[argparse.Namespace], NoReturn] | None = getattr(args, "daemon", None)
     if daemon is not None:
         daemon(args)

@@ -253,7 +253,6 @@ class Producer:
             # Cancelled (or worse) before aiokafka took the record: free the slot, or flush and
             # stop would wait for a record that was never sent.
             self._settle(outer, error=DeliveryError(record.topic, f"not sent: {_reason(exc)}"))
-            outer.exception()
             raise
         return outer
 
@@ -268,6 +267,8 @@ class Producer:
             return
         if error is not None:
             outer.set_exception(error)
+            # Already logged and counted here; a caller that never awaits it is not a bug.
+            outer.exception()
         else:
             outer.set_result(result)
         self._inflight.discard(outer)
@@ -405,7 +406,6 @@ class Producer:
             task.cancel()
         for outer in list(self._inflight):
             self._settle(outer, error=DeliveryError("", "producer stopped before delivery"))
-            outer.exception()  # retrieved: the caller may be gone
         if unsent:
             self._metrics.errors.labels("", "unsent_at_stop").inc(unsent)
             log.error("records not delivered at stop", count=unsent)

@@ -89,20 +89,17 @@ class RunningDaemon:
         return [json.loads(line) for line in self.output if line.startswith("{")]
 
 
-@asynccontextmanager
-async def kraken_daemon(
-    fake: FakeKraken, broker: EmbeddedBroker, workdir: Path, **env: str
-) -> AsyncIterator[RunningDaemon]:
+def spawn_kraken(url: str, broker: EmbeddedBroker, workdir: Path, **env: str) -> RunningDaemon:
     http_port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOVIZ_")}
-    process = subprocess.Popen(  # noqa: ASYNC220 - spawned once; the test then only awaits
+    process = subprocess.Popen(
         [str(BIN / "cryptoviz-kraken")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={
             **clean,
-            "CRYPTOVIZ_KRAKEN_URL": fake.url,
+            "CRYPTOVIZ_KRAKEN_URL": url,
             "CRYPTOVIZ_KRAKEN_PAIRS": ",".join(PAIRS),
             "CRYPTOVIZ_KAFKA_BOOTSTRAP": broker.bootstrap,
             "CRYPTOVIZ_KAFKA_IDEMPOTENCE": "false",  # the embedded broker cannot
@@ -114,7 +111,15 @@ async def kraken_daemon(
             **env,
         },
     )
-    daemon = RunningDaemon(process, http_port)
+    return RunningDaemon(process, http_port)
+
+
+@asynccontextmanager
+async def kraken_daemon(
+    fake: FakeKraken, broker: EmbeddedBroker, workdir: Path, **env: str
+) -> AsyncIterator[RunningDaemon]:
+    daemon = spawn_kraken(fake.url, broker, workdir, **env)
+    process = daemon.process
     try:
         await daemon.wait_until(daemon.ready, "readiness")
         yield daemon
@@ -318,24 +323,7 @@ async def test_a_restart_does_not_republish_the_snapshot(
 async def test_an_unreachable_kraken_keeps_the_daemon_alive_and_not_ready(
     private_broker: EmbeddedBroker, workdir: Path
 ) -> None:
-    http_port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOVIZ_")}
-    process = subprocess.Popen(  # noqa: ASYNC220 - spawned once; the test then only awaits
-        [str(BIN / "cryptoviz-kraken")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={
-            **clean,
-            "CRYPTOVIZ_KRAKEN_URL": f"ws://127.0.0.1:{free_port()}/v2",
-            "CRYPTOVIZ_KAFKA_BOOTSTRAP": private_broker.bootstrap,
-            "CRYPTOVIZ_KAFKA_IDEMPOTENCE": "false",
-            "CRYPTOVIZ_HTTP_PORT": str(http_port),
-            "CRYPTOVIZ_DATA_DIR": str(workdir / "kraken-unreachable"),
-            "CRYPTOVIZ_LOG_FORMAT": "json",
-        },
-    )
-    daemon = RunningDaemon(process, http_port)
+    daemon = spawn_kraken(f"ws://127.0.0.1:{free_port()}/v2", private_broker, workdir)
     try:
         await daemon.wait_until(
             lambda: daemon.metric("cryptoviz_kraken_reconnects_total", reason="connect_failed"),

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from bench import envelope, producer
+from bench import envelope, kraken, producer
 from shared.embedded.process import ChildFailed
 from shared.settings import ConfigError
 
@@ -19,6 +19,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., None]]] = {
     "producer": (
         "producer throughput and send-to-ack latency against an embedded broker",
         producer.main,
+    ),
+    "kraken": (
+        "Kraken trade path: trades/s on one core and frame-to-ack latency at 2,000 trades/s",
+        kraken.main,
     ),
 }
 LIBRARIES = ("msgspec", "pydantic", "aiokafka", "prometheus-client")

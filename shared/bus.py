@@ -31,6 +31,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -79,6 +80,31 @@ def _is_retriable(exc: BaseException, attempt: int) -> bool:
 
 def _reason(exc: BaseException) -> str:
     return type(exc).__name__
+
+
+class KeyPartitioner:
+    """Kafka's default partitioning (murmur2 of the key), memoised per key.
+
+    Keys are few (pairs, sources) and aiokafka's murmur2 is pure Python, run for every record.
+    The partition chosen is exactly the default one, so per-key ordering is unchanged.
+    """
+
+    MAX_KEYS: Final = 100_000
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        cache_key = (key, len(all_partitions))
+        partition = self._cache.get(cache_key)
+        if partition is None:
+            if len(self._cache) >= self.MAX_KEYS:
+                self._cache.clear()  # unbounded key sets still get a bounded memory
+            partition = int(DefaultPartitioner()(key, all_partitions, available))
+            self._cache[cache_key] = partition
+        return partition
 
 
 class ProducerMetrics:
@@ -131,7 +157,13 @@ class ProducerMetrics:
             "Records sent but not yet acknowledged.",
             registry=registry,
         )
+        # Computed when scraped, not counted per record: this is on every record's path.
+        self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
+        self.pending.set_function(lambda: float(sum(p.pending for p in self._producers)))
         self._children: dict[str, tuple[Counter, Counter, Histogram]] = {}
+
+    def track(self, producer: Producer) -> None:
+        self._producers.add(producer)
 
     def on_topic(self, topic: str) -> tuple[Counter, Counter, Histogram]:
         """The per-topic children, looked up once: ``labels()`` takes a lock on every call, and
@@ -170,6 +202,7 @@ class Producer:
         self._repair: asyncio.Task[None] | None = None
         self._repaired_at = 0.0
         self._metrics = ProducerMetrics.of(registry)
+        self._metrics.track(self)
         self._slots = asyncio.Semaphore(settings.kafka_max_pending)
         self._inflight: set[asyncio.Future[RecordMetadata]] = set()
         self._retry_tasks: set[asyncio.Task[None]] = set()
@@ -202,6 +235,7 @@ class Producer:
             compression_type="lz4",
             linger_ms=self._settings.kafka_linger_ms,
             max_request_size=self._settings.kafka_max_message_bytes,
+            partitioner=KeyPartitioner(),
         )
         try:
             await producer.start()
@@ -246,7 +280,6 @@ class Producer:
         await self._slots.acquire()
         outer: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         self._inflight.add(outer)
-        self._metrics.pending.inc()
         try:
             await self._attempt(record, outer, time.perf_counter(), 0)
         except BaseException as exc:
@@ -272,7 +305,6 @@ class Producer:
         else:
             outer.set_result(result)
         self._inflight.discard(outer)
-        self._metrics.pending.dec()
         self._slots.release()
 
     async def _attempt(

@@ -109,6 +109,9 @@ class KrakenFeed:
         self._settings = settings
         self._handler = handler
         self.metrics = FeedMetrics(registry)
+        # The per-frame counters, looked up once: labels() takes a lock on every call.
+        self._received_trade = self.metrics.received.labels("trade")
+        self._received_ticker = self.metrics.received.labels("ticker")
         self.pairs = settings.kraken_pairs
         self.system: str | None = None
         self.subscribed: dict[str, set[str]] = {channel: set() for channel in CHANNELS}
@@ -240,10 +243,10 @@ class KrakenFeed:
             self._handler.on_invalid(error)
             return
         if isinstance(frame, TradeMessage):
-            self.metrics.received.labels("trade").inc()
+            self._received_trade.inc()
             await self._handler.on_trades(frame.data, received_at)
         elif isinstance(frame, TickerMessage):
-            self.metrics.received.labels("ticker").inc()
+            self._received_ticker.inc()
             await self._handler.on_tickers(frame.data, received_at)
         elif isinstance(frame, Heartbeat):
             self.metrics.received.labels("heartbeat").inc()

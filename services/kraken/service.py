@@ -109,6 +109,7 @@ class KrakenService(Service):
             },
         )
         self._last_ticker: dict[str, float] = {}
+        self._last_message_children: dict[str, Gauge] = {}
         self._producing = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -145,6 +146,13 @@ class KrakenService(Service):
 
     # -- frames ---------------------------------------------------------------------------------
 
+    def _last_message(self, pair: str) -> Gauge:
+        # Cached children: labels() takes a lock, and this runs for every trade.
+        gauge = self._last_message_children.get(pair)
+        if gauge is None:
+            gauge = self._last_message_children[pair] = self.metrics.last_message.labels(pair)
+        return gauge
+
     def on_invalid(self, error: ProtocolError) -> None:
         self.metrics.invalid.labels(error.kind).inc()
         log.warning("kraken frame skipped", kind=error.kind, reason=error.reason)
@@ -168,7 +176,7 @@ class KrakenService(Service):
                 log.warning(
                     "trades missed", pair=pair, missed=verdict.missed, resumed_at=trade.trade_id
                 )
-            self.metrics.last_message.labels(pair).set(received_at)
+            self._last_message(pair).set(received_at)
             # The event id names the trade: a consumer can dedupe on it across producers.
             await self.producer.publish(trade, event_id=f"{pair}:{trade.trade_id}")
             alert = self.detector.observe(pair, trade.price, trade.timestamp)
@@ -199,5 +207,5 @@ class KrakenService(Service):
                 self.metrics.stale_tickers.labels(ticker.pair).inc()
                 continue
             self._last_ticker[ticker.pair] = ticker.timestamp
-            self.metrics.last_message.labels(ticker.pair).set(received_at)
+            self._last_message(ticker.pair).set(received_at)
             await self.producer.publish(ticker)

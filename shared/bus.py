@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.client import AIOKafkaClient, ConnectionGroup, CoordinationType
 from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -32,6 +33,7 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import RecordMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -576,7 +578,10 @@ class Consumer:
         consumer, self._consumer = self._consumer, None
         self._positions.clear()
         if consumer is not None:
+            first_generation = first_generation_member(consumer)
             await consumer.stop()
+            if first_generation is not None:
+                await leave_group(self._settings, self.group_id, first_generation)
 
     async def fetch(self, timeout_s: float = 1.0) -> list[ConsumerRecord[bytes, bytes]]:
         """Up to ``max_poll_records`` records across partitions, in offset order per partition."""
@@ -687,6 +692,39 @@ class Consumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set() if self._consumer is None else set(self._consumer.assignment())
+
+
+def first_generation_member(consumer: AIOKafkaConsumer) -> str | None:
+    """The member id, if the consumer is a member of generation 0 of its group.
+
+    aiokafka sends LeaveGroup on stop only when the generation is above 0, Apache Kafka's first
+    generation being 1. The embedded broker (Tansu) numbers generations from 0, so a consumer that
+    stops in its first generation stays a member there: the group reads Stable, and resets are
+    refused, until another member joins. This reads aiokafka's coordinator state (not public API;
+    if it changes, the answer is None and nothing else happens).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or getattr(coordinator, "generation", None) != 0:
+        return None
+    member_id = getattr(coordinator, "member_id", None)
+    return str(member_id) if member_id else None
+
+
+async def leave_group(settings: Settings, group: str, member_id: str) -> None:
+    """Best effort, like aiokafka's own LeaveGroup: a failure leaves what Kafka would anyway."""
+    client = AIOKafkaClient(
+        **aiokafka_common(settings), client_id=f"{settings.kafka_client_id}-leave"
+    )
+    try:
+        await client.bootstrap()
+        node = await client.coordinator_lookup(CoordinationType.GROUP, group)
+        await client.send(
+            node, LeaveGroupRequest(group, member_id), group=ConnectionGroup.COORDINATION
+        )
+    except KafkaError:
+        pass
+    finally:
+        await client.close()
 
 
 def next_offsets(records: Iterable[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, int]:

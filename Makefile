@@ -17,12 +17,16 @@ $(VENV)/.installed-%: pyproject.toml
 run: $(VENV)/.installed-embedded
 	mkdir -p var/log
 	CRYPTOVIZ_KRAKEN_URL=wss://ws.kraken.com/v2 CRYPTOVIZ_FAKE_KRAKEN=false \
+	CRYPTOVIZ_SCRAPER_SOURCES= CRYPTOVIZ_FAKE_NEWS=false \
 		$(BIN)/supervisord -c supervisord.conf
 
-## demo: the same, offline: market data from a local fake Kraken with a spike every minute
+## demo: the same, offline: a local fake Kraken (a spike every minute) and a fake news site
 demo: $(VENV)/.installed-embedded
 	mkdir -p var/log
+	$(BIN)/cryptoviz fake-news --print-sources --port 8766 --poll-interval 30 \
+		> var/fake-news-sources.toml
 	CRYPTOVIZ_KRAKEN_URL=ws://127.0.0.1:8765/v2 CRYPTOVIZ_FAKE_KRAKEN=true \
+	CRYPTOVIZ_SCRAPER_SOURCES=$(CURDIR)/var/fake-news-sources.toml CRYPTOVIZ_FAKE_NEWS=true \
 		$(BIN)/supervisord -c supervisord.conf
 
 ## test: lint, types, then the test suite against a real broker and a real PostgreSQL

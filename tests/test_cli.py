@@ -52,9 +52,8 @@ def test_daemon_help_lists_the_settings_it_reads() -> None:
     assert "CRYPTOVIZ_KRAKEN_PAIRS" in helped
 
 
-@pytest.mark.parametrize("script", ["cryptoviz-scraper", "cryptoviz-spark"])
-def test_reserved_daemons_say_they_do_not_exist_yet(script: str) -> None:
-    result = run(script)
+def test_the_reserved_spark_daemon_says_it_does_not_exist_yet() -> None:
+    result = run("cryptoviz-spark")
     assert result.returncode == 69  # EX_UNAVAILABLE: no supervisor takes it for running
     assert "not implemented yet" in result.stderr
 

@@ -37,9 +37,14 @@ DAEMON_PORTS = {
     "spark-ingestion": 9103,
     "spark-analytics": 9104,
 }
-SUPERVISOR_PROGRAMS = {"broker", "postgres", "provision", "fake-kraken", *DAEMON_PORTS}
+SUPERVISOR_PROGRAMS = {"broker", "postgres", "provision", "fake-kraken", "fake-news", *DAEMON_PORTS}
 # What `make demo` exports; supervisord refuses a config whose %(ENV_...)s it cannot expand.
-DEMO_ENV = {"CRYPTOVIZ_KRAKEN_URL": "ws://127.0.0.1:8765/v2", "CRYPTOVIZ_FAKE_KRAKEN": "true"}
+DEMO_ENV = {
+    "CRYPTOVIZ_KRAKEN_URL": "ws://127.0.0.1:8765/v2",
+    "CRYPTOVIZ_FAKE_KRAKEN": "true",
+    "CRYPTOVIZ_SCRAPER_SOURCES": "var/fake-news-sources.toml",
+    "CRYPTOVIZ_FAKE_NEWS": "true",
+}
 
 UnitFile = dict[str, list[tuple[str, str]]]
 
@@ -206,8 +211,18 @@ def test_supervisord_conf_runs_the_pipeline(
         # The embedded broker cannot initialise an idempotent producer.
         assert program.environment["CRYPTOVIZ_KAFKA_IDEMPOTENCE"] == "false", name
 
-    for name in ("broker", "postgres", "provision", "kraken", "fake-kraken"):
+    for name in (
+        "broker",
+        "postgres",
+        "provision",
+        "kraken",
+        "fake-kraken",
+        "scraper",
+        "fake-news",
+    ):
         assert programs[name].autostart, name
+    sources = programs["scraper"].environment["CRYPTOVIZ_SCRAPER_SOURCES"]
+    assert sources == DEMO_ENV["CRYPTOVIZ_SCRAPER_SOURCES"]
     assert (
         programs["kraken"].environment["CRYPTOVIZ_KRAKEN_URL"] == DEMO_ENV["CRYPTOVIZ_KRAKEN_URL"]
     )

@@ -483,6 +483,12 @@ def _seed_groups() -> tuple[str, ...]:
     return SEED_GROUPS
 
 
+def _run_fake_news(args: argparse.Namespace) -> NoReturn:
+    from services.scraper.fake_site import main as fake_news  # noqa: PLC0415
+
+    sys.exit(fake_news(args.passthrough, prog="cryptoviz fake-news"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptoviz",
@@ -586,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # its own parser answers --help
     )
     fake.set_defaults(daemon=_run_fake_kraken, passthrough=True)
+    fake_news = commands.add_parser(
+        "fake-news",
+        help="run a fake crypto news site (feeds and articles) for offline demos and tests",
+        add_help=False,  # its own parser answers --help
+    )
+    fake_news.set_defaults(daemon=_run_fake_news, passthrough=True)
     return parser
 
 

@@ -445,7 +445,9 @@ async def test_the_daemon_polls_each_source_on_its_schedule_and_stops_on_sigterm
     logs = [json.loads(line) for line in daemon.output if line.startswith("{")]
     assert logs[-1]["event"] == "daemon stopped"
     assert any(entry.get("event") == "source polled" for entry in logs)
-    [fallback] = [e for e in logs if e.get("event") == "sentiment falls back to the lexicon"]
+    [fallback] = [
+        e for e in logs if e.get("event") == "sentiment model unavailable, using the lexicon"
+    ]
     assert fallback["level"] == "warning"
     assert fallback["model"] == "cryptoviz-tests/absent-model"
     records = await read_articles(private_broker)

@@ -300,7 +300,9 @@ def test_load_backend_gives_the_lexicon_when_asked(model: str | None) -> None:
     assert isinstance(backend, LexiconSentiment)
     assert backend.name == "lexicon"
     assert backend.fallback_reason is None
-    assert [(level, event) for level, event, _ in logger.calls] == [("info", "sentiment_backend")]
+    assert [(level, event) for level, event, _ in logger.calls] == [
+        ("info", "sentiment backend loaded")
+    ]
 
 
 def test_load_backend_falls_back_on_a_missing_directory(tmp_path: Path) -> None:
@@ -313,7 +315,7 @@ def test_load_backend_falls_back_on_a_missing_directory(tmp_path: Path) -> None:
     assert backend.fallback_reason is not None
     assert missing in backend.fallback_reason
     [(level, event, fields)] = logger.calls
-    assert (level, event) == ("warning", "sentiment_model_unavailable")
+    assert (level, event) == ("warning", "sentiment model unavailable, using the lexicon")
     assert fields["model"] == missing
     assert fields["backend"] == "lexicon"
     assert "no model directory" in fields["reason"]
@@ -492,7 +494,7 @@ def test_custom_labels_without_a_map_are_refused_at_load_time(tmp_path: Path) ->
     assert isinstance(backend, LexiconSentiment)
     assert backend.fallback_reason is not None
     assert "bullish" in backend.fallback_reason
-    assert logger.calls[0][:2] == ("warning", "sentiment_model_unavailable")
+    assert logger.calls[0][:2] == ("warning", "sentiment model unavailable, using the lexicon")
 
 
 @pytest.mark.slow
@@ -502,7 +504,7 @@ def test_load_backend_loads_a_local_model(finbert_like: Path) -> None:
     assert isinstance(backend, TransformersSentiment)
     assert backend.name == "transformers"
     [(level, event, fields)] = logger.calls
-    assert (level, event) == ("info", "sentiment_backend")
+    assert (level, event) == ("info", "sentiment backend loaded")
     assert fields["backend"] == "transformers"
     assert fields["model"] == str(finbert_like)
     assert [r.label in LABELS for r in backend.score_batch(TEXTS)] == [True] * len(TEXTS)

@@ -577,7 +577,7 @@ def load_backend(
     """
     logger = logger or log
     if model is None or not model.strip() or model.strip().lower() == LEXICON:
-        logger.info("sentiment_backend", backend=LEXICON, model=None)
+        logger.info("sentiment backend loaded", backend=LEXICON, model=None)
         return LexiconSentiment()
     model = model.strip()
     started = time.perf_counter()
@@ -589,7 +589,7 @@ def load_backend(
         reason = _reason(exc)
     else:
         logger.info(
-            "sentiment_backend",
+            "sentiment backend loaded",
             backend=backend.name,
             model=model,
             labels=backend.label_map,
@@ -597,7 +597,7 @@ def load_backend(
         )
         return backend
     logger.warning(
-        "sentiment_model_unavailable",
+        "sentiment model unavailable, using the lexicon",
         model=model,
         reason=reason,
         backend=LEXICON,

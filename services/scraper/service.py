@@ -337,14 +337,9 @@ class ScraperService(Service):
 
     def _announce_backend(self, backend: SentimentBackend) -> None:
         self.metrics.sentiment_backend.labels(backend.name).set(1)
+        # load_backend has already logged the fallback and its reason; the metric says it too.
         reason: str | None = getattr(backend, "fallback_reason", None)
         self.metrics.sentiment_fallback.set(1 if reason else 0)
-        if reason:
-            log.warning(
-                "sentiment falls back to the lexicon",
-                model=self.settings.sentiment_model,
-                reason=reason,
-            )
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._stopping = stopping

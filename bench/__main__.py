@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from bench import envelope, kraken, producer
+from bench import envelope, kraken, producer, scraper
 from shared.embedded.process import ChildFailed
 from shared.settings import ConfigError
 
@@ -23,6 +23,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., None]]] = {
     "kraken": (
         "Kraken trade path: trades/s on one core and frame-to-ack latency at 2,000 trades/s",
         kraken.main,
+    ),
+    "scraper": (
+        "scraper article path: articles/s through extract, sentiment, mentions on 2 cores",
+        scraper.main,
     ),
 }
 LIBRARIES = ("msgspec", "pydantic", "aiokafka", "prometheus-client")
@@ -40,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="short runs (about 10 s in all) for a smoke test; the figures are noisier",
+        help="short runs (about 25 s in all) for a smoke test; the figures are noisier",
     )
     return parser
 

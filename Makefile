@@ -31,6 +31,9 @@ demo: $(VENV)/.installed-embedded
 
 ## test: lint, types, then the test suite against a real broker and a real PostgreSQL
 test: $(VENV)/.installed-dev
+	@# The unit-file tests run systemd-analyze; Debian's systemd package brings it.
+	command -v systemd-analyze >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

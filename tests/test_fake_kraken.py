@@ -143,7 +143,11 @@ async def test_trade_snapshot_then_sequential_updates(kraken: FakeKraken) -> Non
         snapshot = await next_of(ws, TradeMessage)
         assert snapshot.type == "snapshot"
         assert len(snapshot.data) == protocol.SNAPSHOT_TRADES
-        updates = await frames_for(ws, 0.4)
+        # Until a few updates arrived, however loaded the machine (40 trades/s: ~0.2 s).
+        updates: list[Frame] = []
+        async with asyncio.timeout(5):
+            while len(trade_ids(updates)) <= 5:
+                updates.append(await next_of(ws, TradeMessage))
     assert all(f.type == "update" for f in updates if isinstance(f, TradeMessage))
     ids = trade_ids([snapshot, *updates])
     assert len(ids) > protocol.SNAPSHOT_TRADES + 5
@@ -183,7 +187,8 @@ async def test_heartbeats_flow_only_once_subscribed_and_idle() -> None:
         started = time.monotonic()
         beats = await frames_for(ws, 0.55)
         assert all(isinstance(frame, Heartbeat) for frame in beats)
-        assert 2 <= len(beats) <= 7
+        # About five at 0.1 s; a loaded machine may deliver fewer, never a flood.
+        assert 1 <= len(beats) <= 7
         assert time.monotonic() - started < 1
 
 
@@ -208,6 +213,10 @@ async def test_spike_moves_the_price_by_about_the_asked_percent(pct: float) -> N
         before = fake.price("SOL/USD")
         fake.spike("SOL/USD", pct, over_s=0.3)
         frames = await frames_for(ws, 0.5)
+        # A loaded machine may deliver the move late; it still arrives as trades.
+        async with asyncio.timeout(3):
+            while len(trade_ids(frames)) < 5:
+                frames.append(await next_of(ws, TradeMessage))
     prices = [row.price for f in frames if isinstance(f, TradeMessage) for row in f.data]
     assert len(prices) >= 5  # the move shows as trades, not as a jump
     moved = (prices[-1] / before - 1) * 100

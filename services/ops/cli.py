@@ -2,7 +2,8 @@
 settings as the daemons.
 
 This module only wires arguments to the modules that do the work (``console``, ``groups``, ``lag``,
-``stats``, ``health``) and prints what they return: tables for people, ``--json`` for scripts.
+``stats``, ``health``, ``db``) and prints what they return: tables for people, ``--json`` for
+scripts.
 
 Exit codes: 0 success, 1 an operation failed (a line says why), 2 bad usage, 78 bad settings.
 """
@@ -308,6 +309,59 @@ async def _health(args: argparse.Namespace) -> int:
     return 0 if all(result.ok for result in results) else EXIT_FAILED
 
 
+async def _db_migrate(args: argparse.Namespace) -> int:
+    from services.ops.db import db_migrate, migrate_lines  # noqa: PLC0415
+
+    summary = await db_migrate(_settings(), dry_run=args.dry_run, roles=args.roles)
+    if args.json:
+        as_json(summary)
+    else:
+        print("\n".join(migrate_lines(summary)))
+    return 0
+
+
+async def _db_status(args: argparse.Namespace) -> int:
+    from services.ops.db import db_status, status_lines  # noqa: PLC0415
+
+    status = await db_status(_settings())
+    if args.json:
+        as_json(status)
+    else:
+        print("\n".join(status_lines(status)))
+    return 0
+
+
+def _add_db_commands(commands: Any) -> None:
+    db = commands.add_parser("db", help="apply the schema migrations, show the schema version")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    migrate = db_commands.add_parser(
+        "migrate",
+        help="create or upgrade the schema of CRYPTOVIZ_DB_DSN (idempotent)",
+        description="Applies the pending migrations in order, each in its own transaction. Safe "
+        "to run twice and concurrently (an advisory lock serialises runs). Refuses to run when "
+        "an applied migration was changed or the database is newer than this build. With the "
+        "timescaledb extension: hypertables, compression, retention, continuous aggregates; "
+        "without it the same tables, and views with the aggregates' names.",
+    )
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="list the pending migrations, apply nothing"
+    )
+    migrate.add_argument(
+        "--roles",
+        action="store_true",
+        help="also create the NOLOGIN roles cryptoviz_writer (INSERT, SELECT) and "
+        "cryptoviz_reader (SELECT) if missing, and grant them the tables",
+    )
+    migrate.set_defaults(handler=_db_migrate)
+    status = db_commands.add_parser(
+        "status",
+        help="schema version, pending migrations, whether TimescaleDB is there",
+    )
+    status.set_defaults(handler=_db_status)
+    for sub in (migrate, status):
+        sub.add_argument("--json", action="store_true", help="print JSON instead of lines")
+
+
 def _run_broker(args: argparse.Namespace) -> NoReturn:
     from services.ops.embedded import BrokerService, BrokerSettings  # noqa: PLC0415
 
@@ -543,11 +597,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_console_commands(commands)
     _add_group_commands(commands)
+    _add_db_commands(commands)
     health = commands.add_parser(
         "health",
         help="check broker, topics, database and daemons; exit 1 if any check fails",
         description="One line per check, OK or FAIL with the reason: broker (reachable, API "
-        "versions), topics (present, wanted configs), database (CRYPTOVIZ_DB_DSN answers), and "
+        "versions), topics (present, wanted configs), database (CRYPTOVIZ_DB_DSN answers, no "
+        "migration pending), and "
         "the /readyz of each daemon in CRYPTOVIZ_HEALTH_DAEMONS (name=url,...; default "
         "kraken, scraper, spark-ingestion, spark-analytics on 127.0.0.1:9101-9104).",
     )

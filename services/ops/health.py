@@ -4,8 +4,8 @@ Checks, each bounded by its own timeout and run concurrently:
 
 - ``broker``: Kafka reachable; every broker's ApiVersions, with the APIs this project uses;
 - ``topics``: every registry topic exists with the partitions and configs it asks for;
-- ``database``: ``CRYPTOVIZ_DB_DSN`` accepts a connection and a query (no schema check until the
-  project has migrations);
+- ``database``: ``CRYPTOVIZ_DB_DSN`` accepts a connection, and its schema is this build's latest
+  version (fails while migrations are pending, or when an applied one changed);
 - ``daemon <name>``: each daemon of ``CRYPTOVIZ_HEALTH_DAEMONS`` answers 200 on ``/readyz``.
 """
 
@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # no type information shipped
@@ -25,10 +24,11 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import ApiVersionRequest
 
+from services.ops.db import secretless
 from services.ops.offsets import kafka_reason
 from services.ops.settings import OpsSettings
+from shared.db.migrate import schema_status
 from shared.kafka_config import aiokafka_common
-from shared.logs import redact_url_passwords
 from shared.topics import TopicAdmin, TopicError, topic_specs
 
 CHECKS: Final = ("broker", "topics", "database", "daemons")
@@ -163,27 +163,27 @@ async def check_database(settings: OpsSettings, timeout_s: float) -> CheckResult
     try:
         connection = await asyncpg.connect(dsn, timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001 - any failure to connect is this check's answer
-        return CheckResult("database", False, f"cannot connect to {where}: {_secretless(exc, dsn)}")
+        return CheckResult("database", False, f"cannot connect to {where}: {secretless(exc, dsn)}")
     try:
         version = await connection.fetchval("SHOW server_version", timeout=timeout_s)
+        status = await schema_status(connection)
     except Exception as exc:  # noqa: BLE001
-        return CheckResult("database", False, f"{where} does not answer: {_secretless(exc, dsn)}")
+        return CheckResult("database", False, f"{where} does not answer: {secretless(exc, dsn)}")
     finally:
         await connection.close(timeout=timeout_s)
-    return CheckResult(
-        "database",
-        True,
-        f"{where} reachable, PostgreSQL {version} (no schema check yet)",
-        {"dsn": where, "server_version": str(version)},
-    )
-
-
-def _secretless(exc: BaseException, dsn: str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    password = urlsplit(dsn).password
-    if password:
-        text = text.replace(password, "***")
-    return redact_url_passwords(text)
+    details = {
+        "dsn": where,
+        "server_version": str(version),
+        "schema_version": status.current,
+        "latest_schema_version": status.latest,
+        "pending": [m.filename for m in status.pending],
+        "timescaledb": status.timescaledb_installed,
+    }
+    reason = f"{where} reachable, schema version {status.current} (latest {status.latest})"
+    problem = status.problem()
+    if problem is not None:
+        return CheckResult("database", False, f"{reason}: {problem}", details)
+    return CheckResult("database", True, f"{reason}, PostgreSQL {version}", details)
 
 
 async def check_daemon(name: str, url: str, timeout_s: float) -> CheckResult:

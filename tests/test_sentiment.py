@@ -339,9 +339,9 @@ def save_tiny_model(
     With ``bias``, the classifier ignores its input (zero weights): its probabilities are exactly
     ``softmax(bias)`` for every text.
     """
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers  # noqa: PLC0415 - the ml extra, installed by the test command
+    import torch  # noqa: PLC0415 - the ml extra, installed by the test command
+    import transformers  # noqa: PLC0415 - the ml extra, installed by the test command
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = {word: i for i, word in enumerate([*specials, *WORDS])}
@@ -410,8 +410,9 @@ TEXTS = [
 
 @pytest.mark.slow
 def test_transformers_backend_scores_a_batch_from_a_local_directory(finbert_like: Path) -> None:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch  # noqa: PLC0415 - the ml extra, installed by the test command
+    import transformers  # noqa: PLC0415 - the ml extra, installed by the test command
+
     backend = TransformersSentiment(str(finbert_like), batch_size=4)
     assert backend.name == "transformers"
     assert backend.fallback_reason is None

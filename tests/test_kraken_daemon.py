@@ -239,6 +239,20 @@ async def test_a_silent_connection_is_replaced(
         assert daemon.stop() == 0
 
 
+async def test_lost_acknowledgements_do_not_keep_a_flowing_connection_unready(
+    fake: FakeKraken, private_broker: EmbeddedBroker, workdir: Path
+) -> None:
+    # Stalled from the start, the server drops the status and the subscription acks of the
+    # daemon's first connection, then streams data to it: the data proves the subscription.
+    fake.stall(2.0)
+    async with kraken_daemon(
+        fake, private_broker, workdir, CRYPTOVIZ_KRAKEN_SILENCE_TIMEOUT_S="10"
+    ) as daemon:
+        assert fake.connections_total == 1
+        assert await daemon.metric("cryptoviz_kraken_subscribed_symbols", channel="trade") == 2
+        assert daemon.stop() == 0
+
+
 async def test_malformed_frames_are_counted_and_survived(
     fake: FakeKraken, private_broker: EmbeddedBroker, workdir: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -73,6 +74,18 @@ STORY = FakeArticle(
     tags=("Mining", "Energy, Power"),
     age_s=3600,
 )
+
+
+@pytest.mark.parametrize("minutes_after_midnight", [10, 70, 600])
+def test_a_date_of_today_keeps_its_time(minutes_after_midnight: int) -> None:
+    # htmldate cut times of "today" to midnight when the bound was today's date.
+    site = FakeNewsSite()
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    published = midnight.timestamp() + minutes_after_midnight * 60
+    site.started_at = published + (STORY.age_s or 0)
+    extracted = extract_document(site.render_page(STORY), "https://news.example/articles/story")
+    assert extracted is not None
+    assert extracted.date == published
 
 
 def test_an_article_page_gives_text_title_date_and_tags() -> None:

@@ -133,7 +133,9 @@ class KrakenFeed:
         return self.connected and all(self.subscribed[channel] for channel in CHANNELS)
 
     def exchange_online(self) -> bool:
-        return self.system == "online"
+        # No status yet counts as online: Kraken sends one on connect, and one lost in transit
+        # must not keep a connection that delivers data from being ready.
+        return self.system in (None, "online")
 
     # -- the session loop -----------------------------------------------------------------------
 
@@ -244,9 +246,11 @@ class KrakenFeed:
             return
         if isinstance(frame, TradeMessage):
             self._received_trade.inc()
+            self._data_proves_subscription("trade", frame.data)
             await self._handler.on_trades(frame.data, received_at)
         elif isinstance(frame, TickerMessage):
             self._received_ticker.inc()
+            self._data_proves_subscription("ticker", frame.data)
             await self._handler.on_tickers(frame.data, received_at)
         elif isinstance(frame, Heartbeat):
             self.metrics.received.labels("heartbeat").inc()
@@ -258,6 +262,21 @@ class KrakenFeed:
             self._on_ack(frame)
         elif isinstance(frame, Pong):
             self.metrics.received.labels("pong").inc()
+
+    def _data_proves_subscription(
+        self, channel: str, rows: list[TradeRow] | list[TickerRow]
+    ) -> None:
+        # An acknowledgement can be lost (seen when a connection stalls right after subscribing);
+        # data for a symbol proves its subscription all the same.
+        if rows and rows[0].symbol not in self.subscribed[channel]:
+            self._subscribed(channel, rows[0].symbol)
+
+    def _subscribed(self, channel: str, symbol: str) -> None:
+        symbols = self.subscribed[channel]
+        symbols.add(symbol)
+        self.metrics.subscribed.labels(channel).set(len(symbols))
+        if len(symbols) == len(self.pairs):
+            log.info("kraken subscribed", channel=channel, symbols=len(self.pairs))
 
     def _on_status(self, status: Status) -> None:
         if status.system != self.system:
@@ -276,8 +295,5 @@ class KrakenFeed:
                 "kraken refused a subscription", channel=channel, symbol=ack.symbol, error=ack.error
             )
             return
-        if channel in self.subscribed and ack.symbol:
-            self.subscribed[channel].add(ack.symbol)
-            self.metrics.subscribed.labels(channel).set(len(self.subscribed[channel]))
-            if len(self.subscribed[channel]) == len(self.pairs):
-                log.info("kraken subscribed", channel=channel, symbols=len(self.pairs))
+        if channel in self.subscribed and ack.symbol and ack.symbol not in self.subscribed[channel]:
+            self._subscribed(channel, ack.symbol)

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import structlog
@@ -210,7 +210,10 @@ def extract_document(html: str, url: str) -> Extracted | None:
                 # worse than none, and feeds carry dates anyway.
                 "extensive_search": False,
                 "outputformat": "%Y-%m-%dT%H:%M:%S%z",
-                "max_date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                # A day ahead: htmldate reads the bound as midnight and cuts any later date of
+                # the same day down to that midnight (an article of today lost its time). The
+                # daemon clamps dates that are really in the future itself.
+                "max_date": (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d"),
             },
         )
     finally:

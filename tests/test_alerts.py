@@ -117,7 +117,8 @@ def test_a_steady_climb_gives_at_most_one_alert_per_cooldown_period() -> None:
     path = [(i, 100.0 * 1.1 ** (i / duration)) for i in range(duration + 1)]
     alerts = feed(detector, path)
     assert set(kinds(alerts)) == {"price_spike"}
-    assert 1 <= len(alerts) <= duration / rule.effective_cooldown_s + 1
+    assert alerts
+    assert len(alerts) <= duration / rule.effective_cooldown_s + 1
     gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(alerts)]
     assert all(gap >= rule.effective_cooldown_s for gap in gaps)
 

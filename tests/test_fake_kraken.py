@@ -188,7 +188,8 @@ async def test_heartbeats_flow_only_once_subscribed_and_idle() -> None:
         beats = await frames_for(ws, 0.55)
         assert all(isinstance(frame, Heartbeat) for frame in beats)
         # About five at 0.1 s; a loaded machine may deliver fewer, never a flood.
-        assert 1 <= len(beats) <= 7
+        assert beats
+        assert len(beats) <= 7
         assert time.monotonic() - started < 1
 
 

@@ -8,12 +8,21 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from services.kraken.settings import KrakenSettings
+from services.scraper.settings import ScraperSettings
 from shared.settings import Settings
 
-# Where each daemon serves /metrics, /healthz and /readyz by default (their CRYPTOVIZ_HTTP_PORT).
+
+def _default_port(settings: type[Settings]) -> int:
+    return int(settings.model_fields["http_port"].default)
+
+
+# Where each daemon serves /metrics, /healthz and /readyz by default: read from the daemons' own
+# settings, the one home of their CRYPTOVIZ_HTTP_PORT defaults. The Spark wrapper has no settings
+# class yet; its ports are those of deploy/ and supervisord.conf until it does.
 DEFAULT_HEALTH_DAEMONS: Final = {
-    "kraken": "http://127.0.0.1:9101",
-    "scraper": "http://127.0.0.1:9102",
+    "kraken": f"http://127.0.0.1:{_default_port(KrakenSettings)}",
+    "scraper": f"http://127.0.0.1:{_default_port(ScraperSettings)}",
     "spark-ingestion": "http://127.0.0.1:9103",
     "spark-analytics": "http://127.0.0.1:9104",
 }

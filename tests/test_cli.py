@@ -52,8 +52,14 @@ def test_daemon_help_lists_the_settings_it_reads() -> None:
     assert "CRYPTOVIZ_KRAKEN_PAIRS" in helped
 
 
-def test_the_reserved_spark_daemon_says_it_does_not_exist_yet() -> None:
-    result = run("cryptoviz-spark")
+def test_the_spark_wrapper_needs_a_job_and_names_the_ones_it_runs() -> None:
+    missing = run("cryptoviz-spark")
+    assert missing.returncode == 2
+    assert "ingestion" in missing.stderr
+
+
+def test_the_analytics_job_is_known_but_not_built_yet() -> None:
+    result = run("cryptoviz-spark", "analytics")
     assert result.returncode == 69  # EX_UNAVAILABLE: no supervisor takes it for running
     assert "not implemented yet" in result.stderr
 

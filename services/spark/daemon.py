@@ -1,9 +1,43 @@
 """Entry point of ``cryptoviz-spark <job>``."""
 
-from typing import NoReturn
+from __future__ import annotations
 
-from services.reserved import reserved_main
+import sys
+from collections.abc import Sequence
+from typing import Final, NoReturn
+
+from prometheus_client import CollectorRegistry
+
+from services.spark.jobs import JOBS
+from services.spark.settings import SparkSettings
+from services.spark.wrapper import SparkJobService
+from shared.runtime import build_parser
+from shared.runtime import main as run_daemon
+
+PROG: Final = "cryptoviz-spark"
+DESCRIPTION: Final = (
+    "Runs one Spark job under supervision: spark-submit as a child process group, its output as "
+    "structured logs, its progress as metrics, restarts with backoff, a graceful stop."
+)
+# Jobs of the seed that later work builds; naming one is not a typo, so it gets its own message.
+PLANNED: Final = {"analytics": "sentiment_prediction_job (group spark-job-analytics)"}
+EXIT_UNAVAILABLE: Final = 69
 
 
-def main() -> NoReturn:
-    reserved_main("cryptoviz-spark", "spark-submit wrapper daemon for one Spark job")
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = build_parser(PROG, DESCRIPTION, SparkSettings)
+    parser.add_argument(
+        "job",
+        choices=sorted([*JOBS, *PLANNED]),
+        help="; ".join(f"{name}: {job.description}" for name, job in JOBS.items()),
+    )
+    name = parser.parse_args(argv).job
+    if name in PLANNED:
+        print(f"{PROG}: job {name} ({PLANNED[name]}) is not implemented yet", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
+    job = JOBS[name]
+
+    def service(settings: SparkSettings, registry: CollectorRegistry) -> SparkJobService:
+        return SparkJobService(settings, registry, job)
+
+    run_daemon(service, SparkSettings, prog=PROG, description=DESCRIPTION, argv=argv, parser=parser)

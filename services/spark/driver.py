@@ -54,18 +54,17 @@ def load(job_name: str) -> tuple[SparkSettings, Job]:
     return settings, JOBS[job_name]
 
 
-def session(job: Job, settings: SparkSettings) -> SparkSession:
+def session(job: Job) -> SparkSession:
     from pyspark.sql import SparkSession  # noqa: PLC0415 - the spark extra
 
-    spark = (
+    return (
         SparkSession.builder.appName(f"cryptoviz-{job.name}")
         # No shuffles in these plans; the default 200 partitions would only add empty tasks.
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.streaming.noDataProgressEventInterval", "5s")
         .getOrCreate()
     )
-    spark.sparkContext.setLogLevel(settings.log_level if settings.log_level != "DEBUG" else "INFO")
-    return spark
+    # Spark's own log level is spark.log.level, which the wrapper sets.
 
 
 def native_kafka_available(spark: SparkSession) -> bool:

@@ -71,7 +71,7 @@ def _event_lag(table: pa.Table) -> float | None:
 
 def main() -> int:
     settings, job = driver.load(JOB)
-    spark = driver.session(job, settings)
+    spark = driver.session(job)
     checkpoint = settings.checkpoint_dir(job.name)
     stop_requested = driver.StopRequest()
     sink = PostgresSink(

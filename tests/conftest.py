@@ -10,14 +10,16 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from shared.db.migrate import migrate
 from shared.embedded.broker import EmbeddedBroker
-from shared.embedded.postgres import EmbeddedPostgres
+from shared.embedded.postgres import SUPERUSER, EmbeddedPostgres
 from shared.settings import Settings, load_settings
 
 # Tests never reach beyond loopback; model hubs must fail fast, not hang.
@@ -67,6 +69,32 @@ def postgres(workdir: Path) -> Iterator[EmbeddedPostgres]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def empty_database(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
+    """The DSN of a new, empty database owned by the fixture's (non-superuser) role."""
+    name = f"test_{os.urandom(6).hex()}"
+    admin = await asyncpg.connect(
+        f"postgresql://{SUPERUSER}@{postgres.host}:{postgres.port}/postgres"
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER "{postgres.role}"')
+        yield f"postgresql://{postgres.role}@{postgres.host}:{postgres.port}/{name}"
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def migrated_database(empty_database: str) -> str:
+    """A new database at the latest schema version."""
+    connection = await asyncpg.connect(empty_database)
+    try:
+        await migrate(connection)
+    finally:
+        await connection.close()
+    return empty_database
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ import asyncpg
 import pytest
 
 from shared.db.migrate import MigrationError, load_migrations, migrate, schema_status
-from shared.embedded.postgres import SUPERUSER, EmbeddedPostgres
 from tests.conftest import free_port
 from tests.test_ops_groups import arun
 
@@ -38,18 +36,8 @@ LATEST = len(load_migrations())
 
 
 @pytest.fixture
-async def dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
-    """A new, empty database owned by the fixture's (non-superuser) role."""
-    name = f"migrate_{os.urandom(6).hex()}"
-    admin = await asyncpg.connect(
-        f"postgresql://{SUPERUSER}@{postgres.host}:{postgres.port}/postgres"
-    )
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" OWNER "{postgres.role}"')
-        yield f"postgresql://{postgres.role}@{postgres.host}:{postgres.port}/{name}"
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+def dsn(empty_database: str) -> str:
+    return empty_database
 
 
 @pytest.fixture

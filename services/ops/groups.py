@@ -16,6 +16,7 @@ consumer that starts from them never hits an out-of-range offset.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -321,7 +322,11 @@ class GroupAdmin:
         )
         futures = admin.alter_consumer_group_offsets([request], request_timeout=self._timeout_s)
         try:
-            result = futures[group].result()
+            result = futures[group].result(timeout=self._timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise OperationFailed(
+                f"cannot reset group {group}: no answer within {self._timeout_s:g} s"
+            ) from None
         except KafkaException as exc:
             raise OperationFailed(f"cannot reset group {group}: {_confluent_reason(exc)}") from None
         failed = [

@@ -15,6 +15,7 @@ group's): the rule above then re-reads that batch, which the idempotent writes m
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 import time
@@ -62,7 +63,13 @@ def committed_offsets(
             return {}
         request = ConsumerGroupTopicPartitions(group, partitions)
         future = admin.list_consumer_group_offsets([request], request_timeout=timeout_s)[group]
-        result = future.result()
+        # The request timeout does not bound every wait (the embedded broker leaves some group
+        # requests unanswered): the future's own timeout does.
+        result = future.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise GroupOffsetsError(
+            f"no answer about the offsets of group {group} within {timeout_s:g} s"
+        ) from None
     except KafkaException as exc:
         reason = exc.args[0]
         raise GroupOffsetsError(f"cannot read the offsets of group {group}: {reason}") from None

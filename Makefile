@@ -14,14 +14,14 @@ $(VENV)/.installed-%: pyproject.toml
 	touch $@
 
 ## run: the whole pipeline on embedded defaults, under supervisord (Ctrl-C stops it)
-run: $(VENV)/.installed-embedded
+run: $(VENV)/.installed-embedded,spark
 	mkdir -p var/log
 	CRYPTOVIZ_KRAKEN_URL=wss://ws.kraken.com/v2 CRYPTOVIZ_FAKE_KRAKEN=false \
 	CRYPTOVIZ_SCRAPER_SOURCES= CRYPTOVIZ_FAKE_NEWS=false \
 		$(BIN)/supervisord -c supervisord.conf
 
 ## demo: the same, offline: a local fake Kraken (a spike every minute) and a fake news site
-demo: $(VENV)/.installed-embedded
+demo: $(VENV)/.installed-embedded,spark
 	mkdir -p var/log
 	$(BIN)/cryptoviz fake-news --print-sources --port 8766 --poll-interval 30 \
 		> var/fake-news-sources.toml

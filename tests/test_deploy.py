@@ -37,7 +37,15 @@ DAEMON_PORTS = {
     "spark-ingestion": 9103,
     "spark-analytics": 9104,
 }
-SUPERVISOR_PROGRAMS = {"broker", "postgres", "provision", "fake-kraken", "fake-news", *DAEMON_PORTS}
+SUPERVISOR_PROGRAMS = {
+    "broker",
+    "postgres",
+    "provision",
+    "migrate",
+    "fake-kraken",
+    "fake-news",
+    *DAEMON_PORTS,
+}
 # What `make demo` exports; supervisord refuses a config whose %(ENV_...)s it cannot expand.
 DEMO_ENV = {
     "CRYPTOVIZ_KRAKEN_URL": "ws://127.0.0.1:8765/v2",
@@ -215,6 +223,8 @@ def test_supervisord_conf_runs_the_pipeline(
         "broker",
         "postgres",
         "provision",
+        "migrate",
+        "spark-ingestion",
         "kraken",
         "fake-kraken",
         "scraper",
@@ -231,6 +241,10 @@ def test_supervisord_conf_runs_the_pipeline(
     assert shlex.split(provision.command)[1:] == ["topics", "ensure", "--wait", "60"]
     assert provision.autorestart is False
     assert provision.startsecs == 0
+    migrate = programs["migrate"]
+    assert shlex.split(migrate.command)[1:] == ["db", "migrate", "--wait", "60"]
+    assert migrate.autorestart is False
+    assert not programs["spark-analytics"].autostart  # the job does not exist yet
     for name, port in DAEMON_PORTS.items():
         daemon = programs[name]
         assert daemon.environment["CRYPTOVIZ_HTTP_PORT"] == str(port), name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -156,3 +157,12 @@ def test_missing_topics_fail_the_topics_check(private_broker: EmbeddedBroker) ->
         "FAIL topics: rawarticle missing; rawticker missing; rawtrade missing; rawalert missing "
         "(`cryptoviz topics ensure` fixes these)"
     )
+
+
+async def test_db_migrate_waits_for_an_unreachable_database_then_says_why() -> None:
+    started = time.monotonic()
+    dsn = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    code, _, err = await arun("cryptoviz", "db", "migrate", "--wait", "2", CRYPTOVIZ_DB_DSN=dsn)
+    assert code == 1
+    assert "cannot connect to postgresql://nobody@127.0.0.1" in err
+    assert time.monotonic() - started >= 2

@@ -252,9 +252,12 @@ async def test_records_land_once_bad_ones_are_dead_letters_and_a_group_reset_rep
         {"topic": "rawtrade", "kafka_offset": 200, "kind": "malformed_json"},
     ]
     assert await daemon.metric("cryptoviz_spark_rows_written_total", table="trade_data") == 200
-    assert await daemon.metric("cryptoviz_spark_dead_letters_total", kind="invalid") == 1
+    dead = await daemon.metric("cryptoviz_dead_letters_total", topic="rawticker", reason="invalid")
+    assert dead == 1
     await eventually(
-        lambda: _equals(daemon.metric("cryptoviz_spark_consumer_lag", topic="rawtrade"), 0),
+        lambda: _equals(
+            daemon.metric("cryptoviz_kafka_consumer_lag_messages", group=GROUP, topic="rawtrade"), 0
+        ),
         "no consumer lag",
         daemon,
     )

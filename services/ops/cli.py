@@ -312,7 +312,17 @@ async def _health(args: argparse.Namespace) -> int:
 async def _db_migrate(args: argparse.Namespace) -> int:
     from services.ops.db import db_migrate, migrate_lines  # noqa: PLC0415
 
-    summary = await db_migrate(_settings(), dry_run=args.dry_run, roles=args.roles)
+    settings = _settings()
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            summary = await db_migrate(settings, dry_run=args.dry_run, roles=args.roles)
+            break
+        except OperationFailed as exc:
+            # Only an unreachable server is waited for; a refused migration fails at once.
+            if not str(exc).startswith("cannot connect") or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(1.0)
     if args.json:
         as_json(summary)
     else:
@@ -345,6 +355,13 @@ def _add_db_commands(commands: Any) -> None:
     )
     migrate.add_argument(
         "--dry-run", action="store_true", help="list the pending migrations, apply nothing"
+    )
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="retry for up to S seconds while the database is unreachable (default: fail at once)",
     )
     migrate.add_argument(
         "--roles",

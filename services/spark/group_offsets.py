@@ -7,7 +7,8 @@ Kafka's own tool) means "read from there". So, at start:
 
 - no checkpoint: start from the group's offsets, or the starting strategy where it has none;
 - a checkpoint whose last committed batch ended where the group is: resume from the checkpoint;
-- a checkpoint that disagrees with the group: the group wins, the checkpoint is set aside.
+- a checkpoint that disagrees with the group, or a group with no offsets at all (deleted,
+  expired, lost with the broker's state): the group wins, the checkpoint is set aside.
 
 The group can also trail the checkpoint by one batch (a crash between Spark's commit and the
 group's): the rule above then re-reads that batch, which the idempotent writes make harmless.
@@ -152,15 +153,23 @@ def disagreement(group: Offsets, checkpointed: Offsets) -> list[str]:
 def reconcile(checkpoint: Path, group: Offsets, group_name: str) -> bool:
     """Apply the module's rule; True when the checkpoint was set aside for the group's offsets."""
     last = last_committed_batch(checkpoint)
-    if last is None or not group:
+    if last is None:
         return False
     batch_id, checkpointed = last
-    differ = disagreement(group, checkpointed)
-    if not differ:
-        return False
+    if group:
+        differ = disagreement(group, checkpointed)
+        if not differ:
+            return False
+        reason = "consumer group offsets moved since the last batch"
+    else:
+        # Deleted by an operator, expired, or gone with a broker that lost its state (the
+        # embedded one keeps nothing across restarts, and its logs restart at 0, below the
+        # checkpoint): the checkpoint's offsets no longer say where this data starts.
+        differ = []
+        reason = "consumer group has no committed offsets"
     aside = checkpoint.with_name(f"{checkpoint.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
     log.warning(
-        "consumer group offsets moved since the last batch: starting from the group's offsets",
+        f"{reason}: starting from the group's offsets",
         group=group_name,
         checkpoint_batch=batch_id,
         partitions=differ[:10],

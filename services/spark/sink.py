@@ -174,7 +174,7 @@ class BatchResult:
     rows_in: int = 0
     written: Counter[str] = field(default_factory=Counter)  # new rows per table
     duplicates: Counter[str] = field(default_factory=Counter)  # rows already there, per table
-    dead_letters: Counter[str] = field(default_factory=Counter)  # per kind
+    dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)  # per topic, kind
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)  # committed to the group
     group_committed: bool = False
     db_attempts: int = 0
@@ -187,12 +187,19 @@ class BatchResult:
             "rows_in": self.rows_in,
             "written": dict(self.written),
             "duplicates": dict(self.duplicates),
-            "dead_letters": dict(self.dead_letters),
+            "dead_letters": _nested(self.dead_letters),
             "group_committed": self.group_committed,
             "db_attempts": self.db_attempts,
             "write_s": round(self.write_s, 4),
             "event_lag_s": None if self.event_lag_s is None else round(self.event_lag_s, 3),
         }
+
+
+def _nested(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    nested: dict[str, dict[str, int]] = {}
+    for (outer, inner), count in sorted(counts.items()):
+        nested.setdefault(outer, {})[inner] = count
+    return nested
 
 
 def _leaves(array: pa.Array, columns: Sequence[Column]) -> list[list[Any]]:
@@ -357,7 +364,7 @@ class PostgresSink:
                 )
         result.written = written
         result.duplicates = duplicates
-        result.dead_letters = Counter(row[5] for row in dead_letters)
+        result.dead_letters = Counter((row[0], row[5]) for row in dead_letters)
 
     async def _insert(
         self, conn: asyncpg.Connection, topic: str, rows: Iterable[tuple[Any, ...]]

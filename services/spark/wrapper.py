@@ -41,6 +41,7 @@ from services.spark.driver import STOP_FILE_VARIABLE
 from services.spark.jobs import Job
 from services.spark.settings import SparkSettings
 from shared.backoff import full_jitter_backoff
+from shared.bus import ConsumerMetrics
 from shared.runtime import Service
 from shared.settings import ConfigError
 
@@ -118,20 +119,9 @@ class SparkMetrics:
             ["table"],
             registry=registry,
         )
-        self.dead_letters = Counter(
-            "cryptoviz_spark_dead_letters",
-            "Records written to the dead_letters table, per reason.",
-            ["kind"],
-            registry=registry,
-        )
         self.db_retries = Counter(
             "cryptoviz_spark_db_retries",
             "Batch writes retried because the database was unreachable.",
-            registry=registry,
-        )
-        self.group_commit_failures = Counter(
-            "cryptoviz_spark_group_commit_failures",
-            "Batches stored whose offsets could not be committed to the consumer group.",
             registry=registry,
         )
         self.event_lag = Gauge(
@@ -139,12 +129,9 @@ class SparkMetrics:
             "Age of the oldest record of the last stored batch when its transaction committed.",
             registry=registry,
         )
-        self.consumer_lag = Gauge(
-            "cryptoviz_spark_consumer_lag",
-            "Records on the broker beyond the job's committed group offsets, per topic.",
-            ["topic"],
-            registry=registry,
-        )
+        # Dead letters, group commits and lag under the names every consumer uses (shared.bus),
+        # so the same dashboards and alerts cover the Spark jobs.
+        self.consumer = ConsumerMetrics.of(registry)
         self.log_records = Counter(
             "cryptoviz_spark_log_records",
             "Log records of the job's process group, per level.",
@@ -451,7 +438,7 @@ class SparkJobService(Service):
         elif event == "database unavailable, batch retried":
             self.metrics.db_retries.inc()
         elif event == "group offsets not committed":
-            self.metrics.group_commit_failures.inc()
+            self.metrics.consumer.commits.labels(self.job.group, "failed").inc()
 
     def _on_progress(self, fields: dict[str, Any]) -> None:
         self.last_progress = time.monotonic()
@@ -469,8 +456,11 @@ class SparkJobService(Service):
             self.metrics.rows_written.labels(table).inc(int(count))
         for table, count in (fields.get("duplicates") or {}).items():
             self.metrics.rows_duplicate.labels(table).inc(int(count))
-        for kind, count in (fields.get("dead_letters") or {}).items():
-            self.metrics.dead_letters.labels(kind).inc(int(count))
+        for topic, kinds in (fields.get("dead_letters") or {}).items():
+            for kind, count in kinds.items():
+                self.metrics.consumer.dead_letters.labels(topic, kind).inc(int(count))
+        if fields.get("group_committed"):
+            self.metrics.consumer.commits.labels(self.job.group, "ok").inc()
         if fields.get("event_lag_s") is not None:
             self.metrics.event_lag.set(float(fields["event_lag_s"]))
 
@@ -495,4 +485,4 @@ class SparkJobService(Service):
             if p.topic in self.job.topics and p.lag is not None:
                 per_topic[p.topic] = per_topic.get(p.topic, 0) + p.lag
         for topic, lag in per_topic.items():
-            self.metrics.consumer_lag.labels(topic).set(lag)
+            self.metrics.consumer.lag.labels(self.job.group, topic).set(lag)

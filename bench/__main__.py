@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from bench import envelope, kraken, producer, scraper
+from bench import envelope, kraken, producer, scraper, spark
 from shared.embedded.process import ChildFailed
 from shared.settings import ConfigError
 
@@ -28,8 +28,12 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., None]]] = {
         "scraper article path: articles/s through extract, sentiment, mentions on 2 cores",
         scraper.main,
     ),
+    "spark": (
+        "Spark ingestion job: Kafka to PostgreSQL rows/s and event-to-row latency at 2,000/s",
+        spark.main,
+    ),
 }
-LIBRARIES = ("msgspec", "pydantic", "aiokafka", "prometheus-client")
+LIBRARIES = ("msgspec", "pydantic", "aiokafka", "prometheus-client", "pyspark")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -150,28 +150,38 @@ class KafkaStreamReader(DataSourceStreamReader):
         return {tp: (lows[tp], high) for tp, high in self._fetch_ends(bounds).items()}
 
     def _fetch_ends(self, bounds: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-        """True log ends: fetch from each lower bound to the end-of-partition event."""
+        """True log ends: the high watermark of a fetch answered from each lower bound.
+
+        Any answer will do, records or end-of-partition: librdkafka keeps the high watermark of
+        the latest fetch response per partition. Waiting for end-of-partition instead would wait
+        as long as producers keep the partition busy.
+        """
         from confluent_kafka import KafkaError, TopicPartition  # noqa: PLC0415
 
         if not bounds:
             return {}
         consumer = self._consumer()
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in bounds.items()])
-        ends: dict[tuple[str, int], int] = {}
+        seen: dict[tuple[str, int], int] = {}  # partition -> the end its answers prove
         deadline = time.monotonic() + 10
         try:
-            while len(ends) < len(bounds):
+            while len(seen) < len(bounds):
                 if time.monotonic() > deadline:
-                    missing = ", ".join(f"{t}-{p}" for t, p in bounds if (t, p) not in ends)
-                    raise KafkaSourceError(f"no end-of-partition answer for {missing}")
-                for message in consumer.consume(1000, 0.2):
+                    missing = ", ".join(f"{t}-{p}" for t, p in bounds if (t, p) not in seen)
+                    raise KafkaSourceError(f"no fetch answer for {missing}")
+                # Short waits: consume() returns early only when it has this many events.
+                for message in consumer.consume(1000, 0.02):
                     error = message.error()
                     tp = (message.topic() or "", message.partition() or 0)
-                    if error is None:
-                        # A record past the bound: the end is beyond it.
-                        ends.pop(tp, None)
-                    elif error.code() == KafkaError._PARTITION_EOF:
-                        ends[tp] = max(bounds[tp], int(message.offset() or 0))
+                    if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaSourceError(f"{tp[0]}-{tp[1]}: {error.str()}")
+                    # A record at o proves an end past it; end-of-partition at o is the end.
+                    proven = int(message.offset() or 0) + (1 if error is None else 0)
+                    seen[tp] = max(seen.get(tp, 0), proven)
+            ends = {}
+            for (topic, p), bound in bounds.items():
+                _, cached = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+                ends[topic, p] = max(bound, seen[topic, p], int(cached))
         finally:
             consumer.unassign()
         return ends

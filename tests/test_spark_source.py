@@ -154,3 +154,19 @@ def test_starting_offsets_parse(text: str, parsed: object) -> None:
 def test_bad_starting_offsets_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match="startingOffsets must be earliest, latest or JSON"):
         parse_starting_offsets("yesterday")
+
+
+def test_a_big_batch_is_cut_into_tasks_of_consecutive_offsets() -> None:
+    source = KafkaStreamReader({"subscribe": "rawtrade", "minPartitions": "4"})
+    ranges = source.partitions(
+        {"rawtrade": {"0": 0}, "rawticker": {"0": 0}},
+        {"rawtrade": {"0": 90_000}, "rawticker": {"0": 30_000}},
+    )
+    assert ranges == [
+        KafkaRange("rawtrade", 0, 0, 30_000),
+        KafkaRange("rawtrade", 0, 30_000, 60_000),
+        KafkaRange("rawtrade", 0, 60_000, 90_000),
+        KafkaRange("rawticker", 0, 0, 30_000),
+    ]
+    # A small batch stays one task per partition.
+    assert len(source.partitions({}, {"rawtrade": {"0": 900}})) == 1

@@ -112,6 +112,8 @@ def kafka_stream(
         "subscribe": ",".join(job.topics),
         "startingOffsets": start,
         "maxOffsetsPerTrigger": str(settings.spark_max_offsets_per_trigger),
+        # One task per core at least: the seed's topics have one partition each.
+        "minPartitions": str(spark.sparkContext.defaultParallelism),
     }
     if native:
         options = {

@@ -21,11 +21,13 @@ Options (all strings, as Spark passes them):
 - ``startingOffsets``: ``earliest``, ``latest`` or offsets JSON (-2 earliest, -1 latest), used only
   when the query has no checkpoint.
 - ``maxOffsetsPerTrigger``: cap on records per batch, shared out among partitions.
+- ``minPartitions``: cut big batches into at least this many tasks (``split_ranges``).
 - ``kafka.*``: librdkafka settings (``kafka.bootstrap.servers``...), as for the native source.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -50,6 +52,8 @@ LATEST: Final = -1
 ARROW_BATCH_ROWS: Final = 10_000
 # How long a read waits for records that the plan says exist before it calls the range lost.
 READ_STALL_S: Final = 30.0
+# Below this many records per task, another task costs more than it saves.
+MIN_SPLIT_RECORDS: Final = 5_000
 
 Offsets = dict[str, dict[str, int]]
 
@@ -117,6 +121,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.starting = parse_starting_offsets(self.options.get("startingoffsets", "latest"))
         cap = self.options.get("maxoffsetspertrigger")
         self.max_per_batch = int(cap) if cap else None
+        self.min_partitions = int(self.options.get("minpartitions") or 1)
         self._probe: Consumer | None = None
 
     # -- driver side ----------------------------------------------------------------------------
@@ -236,7 +241,7 @@ class KafkaStreamReader(DataSourceStreamReader):
                     begin = 0
                 if stop > begin:
                     ranges.append(KafkaRange(topic, int(p), begin, stop))
-        return ranges
+        return split_ranges(ranges, self.min_partitions)
 
     def commit(self, end: Offsets) -> None:
         # Group offsets are committed by the sink after its database commit (``sink``), which
@@ -259,6 +264,22 @@ class KafkaStreamReader(DataSourceStreamReader):
         state = self.__dict__.copy()
         state["_probe"] = None
         return state
+
+
+def split_ranges(ranges: list[KafkaRange], min_partitions: int) -> list[KafkaRange]:
+    """At least ``min_partitions`` tasks when the batch is big enough, as the native source's
+    ``minPartitions`` does: a large range is cut into consecutive pieces, in proportion to its
+    share of the batch, so one busy Kafka partition is read and decoded by several cores."""
+    total = sum(r.end - r.start for r in ranges)
+    if min_partitions <= len(ranges) or total < MIN_SPLIT_RECORDS * min_partitions:
+        return ranges
+    pieces = []
+    for r in ranges:
+        size = r.end - r.start
+        count = max(1, min(size // MIN_SPLIT_RECORDS, round(min_partitions * size / total)))
+        bounds = [r.start + size * i // count for i in range(count + 1)]
+        pieces += [KafkaRange(r.topic, r.partition, a, b) for a, b in itertools.pairwise(bounds)]
+    return pieces
 
 
 def _max_rows(limit: object, option: int | None) -> int | None:

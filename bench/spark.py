@@ -269,6 +269,9 @@ async def _measure(pipeline: Pipeline, plan: Plan) -> list[list[str]]:
     finally:
         await connection.close()
     latencies.sort()
+    largest = (
+        f"{_table.count(max(spark)[1])} ({_table.count(max(spark)[0])} rows)" if spark else "n/a"
+    )
     return [
         ["backlog drained (records/s, end to end)", _table.count(sustained)],
         ["  records (trades + tickers)", _table.count(records)],

@@ -276,12 +276,7 @@ async def _measure(pipeline: Pipeline, plan: Plan) -> list[list[str]]:
         ["backlog drained (records/s, end to end)", _table.count(sustained)],
         ["  records (trades + tickers)", _table.count(records)],
         ["  producer alone took (s)", f"{produced_s:.1f}"],
-        [
-            "  Spark processed rows/s, largest batch",
-            f"{_table.count(max(spark)[1])} ({_table.count(max(spark)[0])} rows)"
-            if spark
-            else "n/a",
-        ],
+        ["  Spark processed rows/s, largest batch", largest],
         [f"latency at {plan.rate:,}/s, p50 (s)", f"{percentile(latencies, 0.5):.2f}"],
         [f"latency at {plan.rate:,}/s, p99 (s)", f"{percentile(latencies, 0.99):.2f}"],
         [f"latency at {plan.rate:,}/s, max (s)", f"{latencies[-1]:.2f}"],

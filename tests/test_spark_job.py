@@ -32,7 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.ops.offsets import OffsetReader
 from services.spark.group_offsets import committed_offsets
+from shared.db.migrate import migrate
 from shared.embedded.broker import EmbeddedBroker
+from shared.embedded.postgres import EmbeddedPostgres
 from shared.envelope import PAYLOADS, Payload
 from shared.settings import Settings
 from tests.conftest import free_port
@@ -111,11 +113,11 @@ def kafka(private_broker: EmbeddedBroker) -> EmbeddedBroker:
 @pytest.fixture
 def spawn(
     kafka: EmbeddedBroker, migrated_database: str, workdir: Path
-) -> Iterator[Callable[[], SparkDaemon]]:
+) -> Iterator[Callable[..., SparkDaemon]]:
     data_dir = workdir / f"spark-{free_port()}"
     running: list[SparkDaemon] = []
 
-    def start() -> SparkDaemon:
+    def start(**env: str) -> SparkDaemon:
         http_port = free_port()
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOVIZ_")}
         log_path = data_dir / f"wrapper-{len(running)}.log"
@@ -140,6 +142,7 @@ def spawn(
                     "CRYPTOVIZ_SPARK_RESTART_BACKOFF_MAX_S": "2",
                     "CRYPTOVIZ_SPARK_LAG_INTERVAL_S": "1",
                     "CRYPTOVIZ_STOP_TIMEOUT_S": "30",
+                    **env,
                 },
             )
         daemon = SparkDaemon(process, http_port, log_path)
@@ -224,7 +227,7 @@ BAD = [
 
 
 async def test_records_land_once_bad_ones_are_dead_letters_and_a_group_reset_replays(
-    kafka: EmbeddedBroker, migrated_database: str, spawn: Callable[[], SparkDaemon]
+    kafka: EmbeddedBroker, migrated_database: str, spawn: Callable[..., SparkDaemon]
 ) -> None:
     dsn = migrated_database
     produce(kafka, records() + BAD)
@@ -307,7 +310,7 @@ async def _equals(value: Awaitable[float], expected: float) -> bool:
 
 
 async def test_a_job_killed_mid_stream_is_restarted_and_loses_and_duplicates_nothing(
-    kafka: EmbeddedBroker, migrated_database: str, spawn: Callable[[], SparkDaemon]
+    kafka: EmbeddedBroker, migrated_database: str, spawn: Callable[..., SparkDaemon]
 ) -> None:
     dsn = migrated_database
     daemon = spawn()
@@ -343,3 +346,53 @@ async def test_a_job_killed_mid_stream_is_restarted_and_loses_and_duplicates_not
     assert summary == [{"n": total, "ids": total, "lo": 0, "hi": total - 1}]
     assert await daemon.metric("cryptoviz_spark_job_restarts_total", reason="failed") >= 1
     assert daemon.stop() == 0
+
+
+async def test_a_database_outage_and_a_broker_restart_lose_nothing(
+    kafka: EmbeddedBroker, workdir: Path, spawn: Callable[..., SparkDaemon]
+) -> None:
+    database = EmbeddedPostgres(workdir / f"pg-{free_port()}", port=free_port())
+    database.start()
+    try:
+        connection = await asyncpg.connect(database.dsn)
+        await migrate(connection)
+        await connection.close()
+        dsn = database.dsn
+        daemon = spawn(CRYPTOVIZ_DB_DSN=dsn)
+        produce(kafka, [Raw.of(trade(i)) for i in range(100)])
+
+        async def stored(n: int) -> bool:
+            return await count(dsn, "trade_data") == n
+
+        await eventually(lambda: stored(100), "the first trades", daemon)
+
+        # The database goes away for a while: batches wait, the job keeps running.
+        await asyncio.to_thread(database.stop)
+        produce(kafka, [Raw.of(trade(i)) for i in range(100, 200)])
+        await eventually(
+            lambda: _at_least(daemon.metric("cryptoviz_spark_db_retries_total"), 1),
+            "batch retries while the database is away",
+            daemon,
+        )
+        await asyncio.to_thread(database.start)
+        await eventually(lambda: stored(200), "the trades sent during the outage", daemon)
+        assert await daemon.metric("cryptoviz_spark_job_restarts_total", reason="failed") == 0
+
+        # The embedded broker comes back empty (memory only): producers re-create the topics
+        # and start again at offset 0, below the checkpoint; the new records still land.
+        await asyncio.to_thread(kafka.stop)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(kafka.start)
+        admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+        for future in admin.create_topics([NewTopic(t, 1, 1) for t in TOPICS]).values():
+            future.result(10)
+        produce(kafka, [Raw.of(trade(i)) for i in range(200, 250)])
+        await eventually(lambda: stored(250), "the trades sent after the restart", daemon, 180)
+        await eventually(lambda: drained(kafka), "group offsets on the new log", daemon)
+        assert daemon.stop() == 0
+    finally:
+        database.stop()
+
+
+async def _at_least(value: Awaitable[float], minimum: float) -> bool:
+    return await value >= minimum

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
+from pyspark.errors import StreamingQueryException
 
 from services.spark.group_offsets import committed_offsets, reconcile
 from services.spark.jobs import JOBS, Job
 from services.spark.kafka_source import NAME as PYTHON_SOURCE
 from services.spark.kafka_source import KafkaDataSource
-from services.spark.settings import SparkSettings
+from services.spark.settings import STOP_FILE_VARIABLE, SparkSettings
 from shared.kafka_config import librdkafka_config
 from shared.logs import bind, configure_logging
 from shared.settings import ConfigError, load_settings
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-STOP_FILE_VARIABLE: Final = "CRYPTOVIZ_SPARK_STOP_FILE"
 NATIVE_PROVIDER: Final = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 # How long a stop request waits for the running batch to finish before stopping the query.
 STOP_GRACE_S: Final = 10.0
@@ -145,7 +145,6 @@ class StopRequest:
 
 
 def run_query(
-    spark: SparkSession,
     query: StreamingQuery,
     stop_requested: Callable[[], bool],
 ) -> int:
@@ -160,10 +159,14 @@ def run_query(
             log.info("query progress", **progress_fields(progress))
         if stop_requested():
             return stop_gracefully(query)
-        query.awaitTermination(1)
+        try:
+            query.awaitTermination(1)
+        except StreamingQueryException:
+            break  # reported below
     error = query.exception()
     if error is not None:
-        log.error("query failed", error=str(error.desc if hasattr(error, "desc") else error)[:4000])
+        # The first lines say what failed; the JVM stack trace is in Spark's own log record.
+        log.error("query failed", error="\n".join(str(error).splitlines()[:20]))
         return EXIT_FAILED
     log.info("job stopped", reason="query ended")
     return 0

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from shared.settings import Port, Settings
+
+# How the wrapper asks the job's driver to stop: by creating the file this variable names.
+STOP_FILE_VARIABLE: Final = "CRYPTOVIZ_SPARK_STOP_FILE"
 
 
 class SparkSettings(Settings):

@@ -37,9 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.ops.errors import OperationFailed
 from services.ops.groups import GroupAdmin
-from services.spark.driver import STOP_FILE_VARIABLE
 from services.spark.jobs import Job
-from services.spark.settings import SparkSettings
+from services.spark.settings import STOP_FILE_VARIABLE, SparkSettings
 from shared.backoff import full_jitter_backoff
 from shared.bus import ConsumerMetrics
 from shared.runtime import Service

@@ -91,7 +91,7 @@ def main() -> int:
             .start()
         )
         log.info("job started", query_id=str(query.id), checkpoint=str(checkpoint))
-        return driver.run_query(spark, query, stop_requested)
+        return driver.run_query(query, stop_requested)
     finally:
         group.close()
         sink.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -63,6 +64,7 @@ LEVELS: Final = {
 # Lines of one record kept in its log line (a JVM stack trace runs to hundreds).
 MAX_RECORD_LINES: Final = 40
 LINE_LIMIT: Final = 1 << 20
+PR_SET_PDEATHSIG: Final = 1
 # Fields of the driver's own lines that the wrapper's logger sets again.
 DRIVER_META: Final = frozenset({"event", "level", "logger", "timestamp", "job", "daemon"})
 
@@ -236,6 +238,16 @@ class RecordAssembler:
         self._head, self._lines, self._dropped = None, [], 0
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it if the wrapper dies without stopping it
+    (SIGKILL, a crash), so no Spark job outlives its supervisor. The job's own process group is
+    out of reach of a supervisor that kills the wrapper's group; the JVM's children (the Python
+    driver and workers) end when their JVM does."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 async def _readline(stream: asyncio.StreamReader) -> bytes | None:
     """The next line, None at the end; a line over the reader's limit is cut, not fatal."""
     try:
@@ -322,6 +334,7 @@ class SparkJobService(Service):
             cwd=self.state_dir,
             limit=LINE_LIMIT,
             start_new_session=True,  # its own process group: the JVM, the driver, the workers
+            preexec_fn=_die_with_parent,
         )
         self.process = process
         self.metrics.running.set(1)

@@ -286,7 +286,10 @@ class PostgresSink:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._loop.run_until_complete(self._conn.close(timeout=5))
+            try:
+                self._loop.run_until_complete(self._conn.close(timeout=5))
+            except (*DATABASE_AWAY, asyncpg.PostgresError):
+                self._conn.terminate()  # a server already gone: nothing left to say goodbye to
             self._conn = None
         self._loop.close()
 

@@ -10,6 +10,7 @@ read from fetches (``services.ops.offsets``), as the job's source reads them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -201,8 +202,10 @@ async def eventually(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert daemon.process.poll() is None, f"the wrapper exited: {daemon.log_path.read_text()}"
-        if await check():
-            return
+        # A check stuck on an unanswered broker request counts as "not yet", and is tried again.
+        with contextlib.suppress(TimeoutError):
+            if await asyncio.wait_for(check(), 30):
+                return
         await asyncio.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}; log: {daemon.log_path}")
 

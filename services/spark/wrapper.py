@@ -479,9 +479,13 @@ class SparkJobService(Service):
     # -- lag ------------------------------------------------------------------------------------
 
     async def _poll_lag(self) -> None:
+        # Bounded: a broker that stops answering one request must not freeze the gauge for good.
+        bound_s = max(10.0, 2 * self.settings.spark_lag_interval_s)
         while True:
             try:
-                await self._update_lag()
+                await asyncio.wait_for(self._update_lag(), bound_s)
+            except TimeoutError:
+                log.warning("consumer lag not read in time", timeout_s=bound_s)
             except (OperationFailed, OSError) as exc:
                 log.debug("consumer lag not read", error=str(exc))
             await asyncio.sleep(self.settings.spark_lag_interval_s)

@@ -150,3 +150,20 @@ def test_a_broker_daemon_whose_port_is_taken_keeps_retrying_and_is_not_ready(
     failures = [line for line in logs if line["event"] == "start failed, retrying"]
     assert failures
     assert "already in use" in str(failures[0]["error"])
+
+
+def test_embedded_postgres_restarts_straight_after_a_stop(workdir: Path) -> None:
+    # The port opens before a restarting server takes connections ("the database system is
+    # starting up"); start() returns only once it does, so its own set-up and its callers succeed.
+    server = EmbeddedPostgres(workdir / f"pg-restart-{free_port()}", port=free_port())
+    try:
+        for _ in range(5):
+            server.start()
+            ready = subprocess.run(
+                [str(server.bin_dir / "pg_isready"), "-h", server.host, "-p", str(server.port)],
+                check=False,
+            )
+            assert ready.returncode == 0
+            server.stop()
+    finally:
+        server.stop()

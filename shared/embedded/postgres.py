@@ -12,11 +12,12 @@ import pwd
 import shutil
 import signal
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Final
 
-from shared.embedded.process import ChildFailed, ChildServer
+from shared.embedded.process import ChildFailed, ChildServer, tail
 from shared.settings import ConfigError
 
 SYSTEM_USER: Final = "cryptoviz-postgres"
@@ -111,8 +112,28 @@ class EmbeddedPostgres(ChildServer):
 
     def start(self, timeout_s: float = 30.0) -> None:
         self._initdb()
+        deadline = time.monotonic() + timeout_s
         super().start(timeout_s)
+        self._wait_accepting(deadline)
         self._ensure_role_and_database()
+
+    def _wait_accepting(self, deadline: float) -> None:
+        """The port opens before the server takes connections: a restart after a fast shutdown
+        or a crash answers "the database system is starting up" while it recovers."""
+        while True:
+            ready = subprocess.run(
+                [str(self.bin_dir / "pg_isready"), "-h", self.host, "-p", str(self.port), "-q"],
+                check=False,
+                timeout=10,
+            )
+            if ready.returncode == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise ChildFailed(
+                    f"{self.name} on {self.host}:{self.port} does not accept connections; its "
+                    f"log ({self.log_path}) ends with:\n{tail(self.log_path)}"
+                )
+            time.sleep(0.05)
 
     def _run(self, tool: str, *args: str) -> str:
         result = subprocess.run(

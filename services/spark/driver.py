@@ -57,6 +57,7 @@ def load(job_name: str) -> tuple[SparkSettings, Job]:
 def session(job: Job) -> SparkSession:
     from pyspark.sql import SparkSession  # noqa: PLC0415 - the spark extra
 
+    # Spark's own log level is spark.log.level, which the wrapper sets.
     return (
         SparkSession.builder.appName(f"cryptoviz-{job.name}")
         # No shuffles in these plans; the default 200 partitions would only add empty tasks.
@@ -64,7 +65,6 @@ def session(job: Job) -> SparkSession:
         .config("spark.sql.streaming.noDataProgressEventInterval", "5s")
         .getOrCreate()
     )
-    # Spark's own log level is spark.log.level, which the wrapper sets.
 
 
 def native_kafka_available(spark: SparkSession) -> bool:

@@ -92,6 +92,10 @@ def main() -> int:
         )
         log.info("job started", query_id=str(query.id), checkpoint=str(checkpoint))
         return driver.run_query(query, stop_requested)
+    except GroupOffsetsError as exc:
+        # Kafka unreachable at start: one line for the operator; the wrapper restarts us.
+        log.error("cannot start the query", error=str(exc))
+        return driver.EXIT_FAILED
     finally:
         group.close()
         sink.close()

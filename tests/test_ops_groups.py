@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.embedded.broker import EmbeddedBroker
+from tests.conftest import free_port
 from tests.test_cli import BIN, ROOT, on, run
 
 
@@ -376,3 +377,16 @@ async def test_a_reset_to_earliest_makes_the_ingestion_group_replay_everything(
     assert sorted(seen) == sorted(
         (t, o) for t in ("rawarticle", "rawticker", "rawtrade", "rawalert") for o in range(3)
     )
+
+
+async def test_an_unreachable_broker_is_one_clean_line() -> None:
+    code, out, err = await arun(
+        "cryptoviz",
+        "groups",
+        "describe",
+        "spark-job-ingestion",
+        CRYPTOVIZ_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+    )
+    assert code == 1
+    assert err.startswith("cryptoviz: cannot reach Kafka at 127.0.0.1:")
+    assert "Unclosed" not in err + out  # every client it made is closed

@@ -155,6 +155,8 @@ class GroupAdmin:
             await self._admin.start()
         except KafkaError as exc:
             await self._admin.close()
+            # Its consumer exists already; closed, it does not warn "Unclosed" at collection.
+            await self.offsets.close()
             raise OperationFailed(
                 f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {kafka_reason(exc)}"
             ) from None

@@ -48,6 +48,9 @@ class TopicSpec:
 
 
 # The seed's table ("Détail des configurations"): retention, segment; the key is the payload's.
+# The seed's consumer groups ("Spark Jobs et groupes"), one per Spark job, keyed by job name.
+CONSUMER_GROUPS: Final = {"ingestion": "spark-job-ingestion", "analytics": "spark-job-analytics"}
+
 _SEED: Final[dict[str, tuple[int, int]]] = {
     "rawarticle": (7 * DAY_MS, DAY_MS),
     "rawticker": (7 * DAY_MS, HOUR_MS),

@@ -32,9 +32,10 @@ from services.ops.errors import OperationFailed
 from services.ops.offsets import OffsetReader, Watermarks, kafka_reason
 from shared.kafka_config import aiokafka_common, librdkafka_config
 from shared.settings import Settings
+from shared.topics import CONSUMER_GROUPS
 
-# The seed's consumer groups ("Spark Jobs et groupes"), what `cryptoviz lag` shows by default.
-SEED_GROUPS: Final = ("spark-job-ingestion", "spark-job-analytics")
+# What `cryptoviz lag` shows by default.
+SEED_GROUPS: Final = tuple(CONSUMER_GROUPS.values())
 
 # Kafka's tool resets a group only in these states; anything else has (or is getting) members.
 INACTIVE_STATES: Final = frozenset({"Empty", "Dead"})

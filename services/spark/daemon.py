@@ -13,6 +13,7 @@ from services.spark.settings import SparkSettings
 from services.spark.wrapper import SparkJobService
 from shared.runtime import build_parser
 from shared.runtime import main as run_daemon
+from shared.topics import CONSUMER_GROUPS
 
 PROG: Final = "cryptoviz-spark"
 DESCRIPTION: Final = (
@@ -20,7 +21,7 @@ DESCRIPTION: Final = (
     "structured logs, its progress as metrics, restarts with backoff, a graceful stop."
 )
 # Jobs of the seed that later work builds; naming one is not a typo, so it gets its own message.
-PLANNED: Final = {"analytics": "sentiment_prediction_job (group spark-job-analytics)"}
+PLANNED: Final = {"analytics": f"sentiment_prediction_job (group {CONSUMER_GROUPS['analytics']})"}
 EXIT_UNAVAILABLE: Final = 69
 
 

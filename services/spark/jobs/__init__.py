@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from shared.envelope import PAYLOADS
+from shared.topics import CONSUMER_GROUPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,7 @@ JOBS: Final = {
         Job(
             name="ingestion",
             module="services.spark.jobs.kafka_to_timescale",
-            group="spark-job-ingestion",
+            group=CONSUMER_GROUPS["ingestion"],
             topics=tuple(PAYLOADS),
             description="kafka_to_timescale: the four topics into their tables",
         ),

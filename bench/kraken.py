@@ -41,11 +41,12 @@ from prometheus_client import CollectorRegistry
 
 from bench import _samples, _table
 from bench._timing import REPEATS, percentile
-from bench.producer import FLUSH_TIMEOUT_S, _Acks, _environment, _free_port
+from bench.producer import FLUSH_TIMEOUT_S, _Acks, _environment
 from services.kraken.protocol import format_rfc3339
 from services.kraken.service import KrakenService
 from services.kraken.settings import KrakenSettings
 from shared.embedded.broker import EmbeddedBroker
+from shared.embedded.process import free_port
 from shared.envelope import Payload, RawTrade
 from shared.runtime import tune_gc
 from shared.settings import load_settings
@@ -346,7 +347,7 @@ def _quiet_logs() -> Iterator[None]:
 def main(*, quick: bool = False) -> None:
     plan = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="cryptoviz-bench-") as scratch:
-        broker = EmbeddedBroker(port=_free_port(), log_path=Path(scratch) / "broker.log")
+        broker = EmbeddedBroker(port=free_port(), log_path=Path(scratch) / "broker.log")
         try:
             broker.start()
             with _environment(

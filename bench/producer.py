@@ -19,7 +19,6 @@ import inspect
 import itertools
 import math
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from bench import _samples, _table
 from bench._timing import REPEATS, percentile
 from shared.bus import Producer
 from shared.embedded.broker import EmbeddedBroker
+from shared.embedded.process import free_port
 from shared.envelope import Payload, RawTrade, Record, encode
 from shared.settings import Settings, load_settings
 from shared.topics import ensure_topics, topic_specs
@@ -212,16 +212,10 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main(*, quick: bool = False) -> None:
     plan = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="cryptoviz-bench-") as scratch:
-        broker = EmbeddedBroker(port=_free_port(), log_path=Path(scratch) / "broker.log")
+        broker = EmbeddedBroker(port=free_port(), log_path=Path(scratch) / "broker.log")
         try:
             broker.start()
             with _environment(

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,9 +38,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench import _table
 from bench._timing import percentile
-from shared.db.migrate import migrate
+from shared.db.migrate import migrate_dsn
 from shared.embedded.broker import EmbeddedBroker
 from shared.embedded.postgres import EmbeddedPostgres
+from shared.embedded.process import free_port
 from shared.envelope import RawTicker, RawTrade, encode
 
 BIN = Path(sys.executable).parent
@@ -59,12 +59,6 @@ class Plan:
 
 FULL = Plan(backlog=400_000, latency_s=60.0)
 QUICK = Plan(backlog=60_000, latency_s=15.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _trade(trade_id: int, at: float) -> bytes:
@@ -94,15 +88,15 @@ def _ticker(number: int) -> bytes:
 class Pipeline:
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
-        self.broker = EmbeddedBroker(port=_free_port(), log_path=scratch / "broker.log")
-        self.postgres = EmbeddedPostgres(scratch / "postgres", port=_free_port())
+        self.broker = EmbeddedBroker(port=free_port(), log_path=scratch / "broker.log")
+        self.postgres = EmbeddedPostgres(scratch / "postgres", port=free_port())
         self.daemon: subprocess.Popen[bytes] | None = None
         self.next_trade = 0
 
     def start(self) -> None:
         self.broker.start()
         self.postgres.start()
-        asyncio.run(self._migrate())
+        asyncio.run(migrate_dsn(self.postgres.dsn))
         admin = AdminClient({"bootstrap.servers": self.broker.bootstrap})
         for future in admin.create_topics([NewTopic(t, 1, 1) for t in TOPICS]).values():
             future.result(10)
@@ -111,7 +105,7 @@ class Pipeline:
             CRYPTOVIZ_KAFKA_BOOTSTRAP=self.broker.bootstrap,
             CRYPTOVIZ_KAFKA_IDEMPOTENCE="false",
             CRYPTOVIZ_DB_DSN=self.postgres.dsn,
-            CRYPTOVIZ_HTTP_PORT=str(_free_port()),
+            CRYPTOVIZ_HTTP_PORT=str(free_port()),
             CRYPTOVIZ_DATA_DIR=str(self.scratch / "data"),
             CRYPTOVIZ_LOG_FORMAT="json",
             CRYPTOVIZ_SPARK_MASTER="local[2]",
@@ -126,13 +120,6 @@ class Pipeline:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-
-    async def _migrate(self) -> None:
-        connection = await asyncpg.connect(self.postgres.dsn)
-        try:
-            await migrate(connection)
-        finally:
-            await connection.close()
 
     def stop(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:

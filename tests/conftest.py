@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,19 +16,14 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.db.migrate import migrate
+from shared.db.migrate import migrate_dsn
 from shared.embedded.broker import EmbeddedBroker
 from shared.embedded.postgres import SUPERUSER, EmbeddedPostgres
+from shared.embedded.process import free_port
 from shared.settings import Settings, load_settings
 
 # Tests never reach beyond loopback; model hubs must fail fast, not hang.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +83,7 @@ async def empty_database(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
 @pytest.fixture
 async def migrated_database(empty_database: str) -> str:
     """A new database at the latest schema version."""
-    connection = await asyncpg.connect(empty_database)
-    try:
-        await migrate(connection)
-    finally:
-        await connection.close()
+    await migrate_dsn(empty_database)
     return empty_database
 
 

@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.ops.offsets import OffsetReader
 from services.spark.group_offsets import committed_offsets
-from shared.db.migrate import migrate
+from shared.db.migrate import migrate_dsn
 from shared.embedded.broker import EmbeddedBroker
 from shared.embedded.postgres import EmbeddedPostgres
 from shared.envelope import PAYLOADS, Payload
@@ -381,9 +381,7 @@ async def test_a_database_outage_and_a_broker_restart_lose_nothing(
     database = EmbeddedPostgres(workdir / f"pg-{free_port()}", port=free_port())
     database.start()
     try:
-        connection = await asyncpg.connect(database.dsn)
-        await migrate(connection)
-        await connection.close()
+        await migrate_dsn(database.dsn)
         dsn = database.dsn
         daemon = spawn(CRYPTOVIZ_DB_DSN=dsn)
         produce(kafka, [Raw.of(trade(i)) for i in range(100)])

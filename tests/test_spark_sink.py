@@ -23,7 +23,7 @@ from services.spark.group_offsets import (
     reconcile,
 )
 from services.spark.sink import BatchResult, PostgresSink, batch_offsets
-from shared.db.migrate import migrate
+from shared.db.migrate import migrate_dsn
 from shared.embedded.broker import EmbeddedBroker
 from shared.embedded.postgres import EmbeddedPostgres
 from tests.conftest import free_port
@@ -159,7 +159,7 @@ def test_an_unreachable_database_is_retried_then_fails_the_batch() -> None:
 def test_a_database_back_within_the_retry_window_gets_the_batch(workdir: Path) -> None:
     server = EmbeddedPostgres(workdir / f"pg-{free_port()}", port=free_port())
     server.start()
-    asyncio.run(migrated(server.dsn))
+    asyncio.run(migrate_dsn(server.dsn))
     writer = PostgresSink(server.dsn, retry_for_s=60)
     try:
         store(writer, [Raw.of(trade(1))])
@@ -174,14 +174,6 @@ def test_a_database_back_within_the_retry_window_gets_the_batch(workdir: Path) -
     finally:
         writer.close()
         server.stop()
-
-
-async def migrated(dsn: str) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await migrate(connection)
-    finally:
-        await connection.close()
 
 
 def test_the_group_commits_the_next_offset_after_each_partition_s_last_record() -> None:

@@ -20,6 +20,8 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, Final
 
+import asyncpg
+
 PACKAGE: Final = "shared.db.migrations"
 ROLES_FILE: Final = "roles.sql"
 # Any fixed bigint; shared by every process that migrates, whatever its code version.
@@ -239,3 +241,12 @@ async def migrate(
         if not connection.is_closed():
             await connection.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     return MigrateResult(applied=list(status.pending), roles_applied=roles, status=after)
+
+
+async def migrate_dsn(dsn: str, *, roles: bool = False) -> MigrateResult:
+    """:func:`migrate` on a connection of its own to ``dsn`` (fixtures, benchmarks, scripts)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await migrate(connection, roles=roles)
+    finally:
+        await connection.close()

@@ -15,6 +15,13 @@ class ChildFailed(RuntimeError):
     """The child exited or never became reachable; the message quotes its log's last lines."""
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a server started next (tests, benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):

@@ -13,8 +13,13 @@ $(VENV)/.installed-%: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[$*]'
 	touch $@
 
+# Spark runs on a JVM: Java 17 from Debian's packages when none is on PATH.
+JAVA_CHECK = command -v java >/dev/null || \
+	(apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless)
+
 ## run: the whole pipeline on embedded defaults, under supervisord (Ctrl-C stops it)
 run: $(VENV)/.installed-embedded,spark
+	$(JAVA_CHECK)
 	mkdir -p var/log
 	CRYPTOVIZ_KRAKEN_URL=wss://ws.kraken.com/v2 CRYPTOVIZ_FAKE_KRAKEN=false \
 	CRYPTOVIZ_SCRAPER_SOURCES= CRYPTOVIZ_FAKE_NEWS=false \
@@ -22,6 +27,7 @@ run: $(VENV)/.installed-embedded,spark
 
 ## demo: the same, offline: a local fake Kraken (a spike every minute) and a fake news site
 demo: $(VENV)/.installed-embedded,spark
+	$(JAVA_CHECK)
 	mkdir -p var/log
 	$(BIN)/cryptoviz fake-news --print-sources --port 8766 --poll-interval 30 \
 		> var/fake-news-sources.toml
@@ -34,6 +40,7 @@ test: $(VENV)/.installed-dev
 	@# The unit-file tests run systemd-analyze; Debian's systemd package brings it.
 	command -v systemd-analyze >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd)
+	$(JAVA_CHECK)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -15,15 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.kraken.fake_server import FakeKraken
 from shared.embedded.broker import EmbeddedBroker
 from shared.envelope import Payload, RawAlert, RawTicker, RawTrade, decode
 from tests.conftest import free_port
+from tests.daemon_http import DaemonHttp
 
 # Each test runs the daemon as a process, as an operator does; they are slow but few.
 pytestmark = pytest.mark.slow
@@ -33,30 +32,10 @@ PAIRS = ("BTC/USD", "ETH/USD")
 
 
 @dataclass
-class RunningDaemon:
+class RunningDaemon(DaemonHttp):
     process: subprocess.Popen[str]
     http_port: int
     output: list[str] = field(default_factory=list)
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.http_port}{path}") as response,
-        ):
-            return response.status, await response.text()
-
-    async def metric(self, name: str, **labels: str) -> float:
-        try:
-            _, text = await self.get("/metrics")
-        except aiohttp.ClientError:
-            return 0.0  # not listening yet
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        return 0.0
 
     async def wait_until(
         self, check: Callable[[], object], what: str, timeout_s: float = 20.0
@@ -71,13 +50,6 @@ class RunningDaemon:
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}")
-
-    async def ready(self) -> bool:
-        try:
-            status, _ = await self.get("/readyz")
-        except aiohttp.ClientError:
-            return False
-        return status == 200
 
     def stop(self, timeout_s: float = 30.0) -> int:
         self.process.send_signal(signal.SIGTERM)

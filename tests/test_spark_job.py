@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 from aiokafka import TopicPartition
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.ops.offsets import OffsetReader
 from services.spark.group_offsets import committed_offsets
@@ -39,6 +37,7 @@ from shared.embedded.postgres import EmbeddedPostgres
 from shared.envelope import PAYLOADS, Payload
 from shared.settings import Settings
 from tests.conftest import free_port
+from tests.daemon_http import DaemonHttp
 from tests.spark_records import Raw, alert, article, ticker, trade
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -49,37 +48,10 @@ TOPICS = tuple(PAYLOADS)
 
 
 @dataclass
-class SparkDaemon:
+class SparkDaemon(DaemonHttp):
     process: subprocess.Popen[bytes]
     http_port: int
     log_path: Path
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.http_port}{path}") as response,
-        ):
-            return response.status, await response.text()
-
-    async def metric(self, name: str, **labels: str) -> float:
-        try:
-            _, text = await self.get("/metrics")
-        except aiohttp.ClientError:
-            return 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        return 0.0
-
-    async def ready(self) -> bool:
-        try:
-            status, _ = await self.get("/readyz")
-        except aiohttp.ClientError:
-            return False
-        return status == 200
 
     def job_pid(self) -> int | None:
         """The spark-submit child: its own process group leader, parent the wrapper."""
